@@ -1,0 +1,1 @@
+"""Image in, caption out: images, encoders, vocabulary, decoder, decoding, checkpoints."""

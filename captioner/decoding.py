@@ -1,0 +1,186 @@
+"""Greedy and beam decoding of captions from image features.
+
+Decoding runs the trained decoder's weights one word at a time in NumPy, carrying the LSTM
+state from step to step, so each step costs one small matrix product instead of a re-run of
+the whole prefix through Keras. ``greedy_full_prefix`` is the slow reference that re-runs the
+Keras model on the whole prefix; the tests hold the two to the same tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from captioner import decoder as layers_
+from captioner.vocabulary import END, START
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # stable for large |x|
+
+
+@dataclass
+class LSTMState:
+    h: np.ndarray  # (rows, units)
+    c: np.ndarray  # (rows, units)
+
+    def take(self, rows: np.ndarray) -> LSTMState:
+        return LSTMState(self.h[rows], self.c[rows])
+
+
+class StepDecoder:
+    """The decoder's inference path as NumPy arrays: one word a step, state carried."""
+
+    def __init__(self, model: keras.Model) -> None:
+        def weights(name: str) -> list[np.ndarray]:
+            return [np.asarray(w, dtype=np.float32) for w in model.get_layer(name).get_weights()]
+
+        self.image_kernel, self.image_bias = weights(layers_.IMAGE_DENSE)
+        (self.embedding,) = weights(layers_.EMBEDDING)
+        self.lstm_kernel, self.lstm_recurrent, self.lstm_bias = weights(layers_.LSTM)
+        self.merge_kernel, self.merge_bias = weights(layers_.MERGE_DENSE)
+        self.out_kernel, self.out_bias = weights(layers_.OUTPUT)
+        self.units = self.lstm_recurrent.shape[0]
+        self.vocab_size = self.embedding.shape[0]
+        self.feature_dim = self.image_kernel.shape[0]
+
+    def start(self, features: np.ndarray) -> tuple[np.ndarray, LSTMState]:
+        """Project features (N, D) to (N, units) and return a zero LSTM state."""
+        features = np.asarray(features, dtype=np.float32)
+        image = np.maximum(features @ self.image_kernel + self.image_bias, 0.0)  # (N, units)
+        zeros = np.zeros((features.shape[0], self.units), dtype=np.float32)
+        return image, LSTMState(zeros, zeros.copy())
+
+    def step(
+        self, image: np.ndarray, tokens: np.ndarray, state: LSTMState
+    ) -> tuple[np.ndarray, LSTMState]:
+        """Feed one token per row; return next-word logits (rows, V) and the new state."""
+        x = self.embedding[tokens]  # (rows, embedding_dim)
+        z = x @ self.lstm_kernel + state.h @ self.lstm_recurrent + self.lstm_bias  # (rows, 4u)
+        u = self.units
+        i = _sigmoid(z[:, :u])
+        f = _sigmoid(z[:, u : 2 * u])
+        g = np.tanh(z[:, 2 * u : 3 * u])
+        o = _sigmoid(z[:, 3 * u :])
+        c = f * state.c + i * g
+        h = o * np.tanh(c)  # (rows, units)
+        merged = np.maximum((h + image) @ self.merge_kernel + self.merge_bias, 0.0)
+        logits = merged @ self.out_kernel + self.out_bias  # (rows, V)
+        return logits, LSTMState(h, c)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def greedy(step_decoder: StepDecoder, features: np.ndarray, max_length: int) -> list[list[int]]:
+    """Most likely word at each step, for a batch of images.
+
+    Args:
+        step_decoder: the decoder's weights.
+        features: (N, D) image features.
+        max_length: most words per caption; decoding stops there without an END token.
+
+    Returns:
+        N lists of word ids, without START or END.
+    """
+    image, state = step_decoder.start(features)
+    n = image.shape[0]
+    tokens = np.full(n, START, dtype=np.int64)
+    captions: list[list[int]] = [[] for _ in range(n)]
+    alive = np.arange(n)
+
+    for _ in range(max_length):
+        logits, state = step_decoder.step(image, tokens, state)
+        tokens = logits.argmax(axis=-1)  # (rows,)
+        still = tokens != END
+        for row, token in zip(alive[still], tokens[still], strict=True):
+            captions[row].append(int(token))
+        if not still.all():
+            # Drop finished rows so later steps only pay for captions still being written.
+            image, tokens, state, alive = image[still], tokens[still], state.take(still), alive[still]
+        if alive.size == 0:
+            break
+    return captions
+
+
+def beam_search(
+    step_decoder: StepDecoder, features: np.ndarray, max_length: int, beam_size: int
+) -> list[list[int]]:
+    """Highest-scoring caption by summed log-probability among ``beam_size`` beams per image.
+
+    A beam ends at END or at ``max_length`` words; the search for an image stops when its best
+    finished caption outscores every live beam (log-probabilities only fall as words are added).
+    """
+    if beam_size <= 1:
+        return greedy(step_decoder, features, max_length)
+    return [_beam_one(step_decoder, row[None, :], max_length, beam_size) for row in features]
+
+
+def _beam_one(
+    step_decoder: StepDecoder, features: np.ndarray, max_length: int, beam_size: int
+) -> list[int]:
+    image, state = step_decoder.start(features)  # (1, units)
+    beams: list[list[int]] = [[]]
+    scores = np.zeros(1, dtype=np.float64)
+    tokens = np.array([START])
+    best: tuple[float, list[int]] | None = None
+
+    for step in range(max_length):
+        logits, state = step_decoder.step(np.repeat(image, len(beams), axis=0), tokens, state)
+        log_probs = _log_softmax(logits.astype(np.float64))  # (beams, V)
+        total = scores[:, None] + log_probs  # (beams, V)
+
+        # Step 1: finish beams that choose END now.
+        for b in range(len(beams)):
+            if best is None or total[b, END] > best[0]:
+                best = (float(total[b, END]), beams[b])
+        total[:, END] = -np.inf
+
+        # Step 2: keep the best continuations; a caption at max_length words ends there.
+        flat = np.argpartition(total.ravel(), -beam_size)[-beam_size:]
+        flat = flat[np.argsort(-total.ravel()[flat])]
+        parents, words = np.divmod(flat, total.shape[1])
+        beams = [beams[p] + [int(w)] for p, w in zip(parents, words, strict=True)]
+        scores = total[parents, words]
+        state = state.take(parents)
+        tokens = words
+        if step == max_length - 1:
+            top = int(np.argmax(scores))
+            if best is None or scores[top] > best[0]:
+                best = (float(scores[top]), beams[top])
+
+        # Step 3: stop once no live beam can beat the best finished caption.
+        if best is not None and scores.max() <= best[0]:
+            break
+    assert best is not None
+    return best[1]
+
+
+def greedy_full_prefix(
+    model: keras.Model, features: np.ndarray, max_length: int
+) -> list[list[int]]:
+    """Reference greedy decoding that re-runs the Keras model on the whole prefix each step.
+
+    Slow (quadratic in length); kept to prove ``greedy`` right and to measure what it saves.
+    """
+    features = np.asarray(features, dtype=np.float32)
+    n = features.shape[0]
+    prefix = np.full((n, 1), START, dtype=np.int32)
+    done = np.zeros(n, dtype=bool)
+    captions: list[list[int]] = [[] for _ in range(n)]
+    for _ in range(max_length):
+        probs = model([features, prefix], training=False)  # (N, T, V)
+        tokens = np.asarray(probs[:, -1, :]).argmax(axis=-1)
+        for row in np.flatnonzero(~done):
+            if tokens[row] == END:
+                done[row] = True
+            else:
+                captions[row].append(int(tokens[row]))
+        if done.all():
+            break
+        prefix = np.concatenate([prefix, tokens[:, None].astype(np.int32)], axis=1)
+    return captions
