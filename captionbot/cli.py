@@ -98,8 +98,9 @@ def _cmd_evaluate(args: argparse.Namespace, config) -> int:
         print(json.dumps(metrics))
     else:
         figures = " ".join(f"bleu{n}={metrics[f'bleu{n}']:.4f}" for n in range(1, 5))
-        print(f"split={metrics['split']} images={metrics['images']} beam={metrics['beam']} "
-              f"{figures}")
+        print(
+            f"split={metrics['split']} images={metrics['images']} beam={metrics['beam']} {figures}"
+        )
     return 0
 
 

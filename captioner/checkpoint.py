@@ -180,7 +180,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
     max_length = manifest["max_length"]
     if not isinstance(max_length, int) or max_length < 1:
-        raise CheckpointError(f"manifest max_length must be a positive integer, not {max_length!r}")
+        raise CheckpointError(
+            f"manifest max_length must be a positive integer, not {max_length!r}"
+        )
 
     try:
         model = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)

@@ -101,7 +101,8 @@ def greedy(step_decoder: StepDecoder, features: np.ndarray, max_length: int) -> 
             captions[row].append(int(token))
         if not still.all():
             # Drop finished rows so later steps only pay for captions still being written.
-            image, tokens, state, alive = image[still], tokens[still], state.take(still), alive[still]
+            image, tokens, alive = image[still], tokens[still], alive[still]
+            state = state.take(still)
         if alive.size == 0:
             break
     return captions

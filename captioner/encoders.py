@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from captioner.errors import CaptionbotError
 from captioner.squeezenet import (
     SQUEEZENET_WEIGHTS_FILE,
     SQUEEZENET_WEIGHTS_SHA256,
@@ -45,8 +46,12 @@ RESNET50_WEIGHTS_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
 RANDOM_SEED = 0
 
 
-class EncoderWeightsError(RuntimeError):
+class EncoderWeightsError(CaptionbotError):
     """The encoder's weights cannot be found or do not fit the model; the message says why."""
+
+
+class UnknownEncoderError(CaptionbotError, ValueError):
+    """An encoder name that the registry does not have."""
 
 
 @dataclass(frozen=True)
@@ -118,8 +123,9 @@ class Encoder:
         name: registry name, e.g. "resnet50".
         input_size: (height, width) the images must have.
         feature_dim: D, the width of one image's features.
-        weights_id: stable id of the weights, "imagenet-<sha16>", "file-<sha16>" or
-            "random-seed<N>"; feature caches key on it.
+        weights_id: stable id of the weights, a function of the weights alone: "imagenet-<sha16>"
+            for the published file (however it was found), "file-<sha16>" for any other file,
+            "random-seed<N>" for random weights; feature caches and checkpoints key on it.
         model: the Keras model, (N, H, W, 3) preprocessed input -> (N, D).
     """
 
@@ -261,11 +267,13 @@ def build_encoder(
             None reads the CAPTIONBOT_WEIGHTS_DIR variable.
 
     Raises:
-        ValueError: unknown encoder name.
+        UnknownEncoderError: unknown encoder name (a ValueError).
         EncoderWeightsError: the weights cannot be found or do not fit the model.
     """
     if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; known: {', '.join(sorted(ENCODERS))}")
+        raise UnknownEncoderError(
+            f"unknown encoder {name!r}; known: {', '.join(sorted(ENCODERS))}"
+        )
     spec = ENCODERS[name]
 
     if str(weights) == "random":
@@ -277,15 +285,16 @@ def build_encoder(
 
     if str(weights) == "imagenet":
         path = find_weights_file(spec.imagenet_weights, weights_dir)
-        prefix = "imagenet"
     else:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise EncoderWeightsError(f"weights file {path} does not exist")
-        prefix = "file"
 
+    # The id depends on the file's bytes only, not on how the file was found.
     sha256, md5 = _file_digests(path)
-    if prefix == "imagenet" and spec.imagenet_weights.file_hash not in (sha256, md5):
+    published = spec.imagenet_weights.file_hash in (sha256, md5)
+    prefix = "imagenet" if published else "file"
+    if str(weights) == "imagenet" and not published:
         logger.warning(
             "weights file differs from the published one path=%s sha256=%s", path, sha256
         )

@@ -90,6 +90,13 @@ class Captioner:
         )
         return cls(checkpoint, encoder, config)
 
+    def warm_up(self) -> None:
+        """Run one blank image through encoder and decoder, so the first photo is not slow."""
+        height, width = self.encoder.input_size
+        blank = np.full((1, height, width, 3), 127.0, dtype=np.float32)
+        with self._lock:
+            self.decode(self.encoder.encode(blank))
+
     @property
     def manifest(self) -> dict:
         return self.checkpoint.manifest

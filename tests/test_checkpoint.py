@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import make_tiny_checkpoint
 
 from captioner.checkpoint import (
     MANIFEST_FILE,
@@ -17,7 +18,6 @@ from captioner.checkpoint import (
     update_manifest_metrics,
 )
 from captioner.vocabulary import Vocabulary
-from conftest import make_tiny_checkpoint
 
 
 @pytest.fixture()
@@ -140,8 +140,6 @@ def test_overwriting_a_checkpoint_replaces_it(ckpt, tmp_path):
     loaded = load_checkpoint(other)
     save_checkpoint(ckpt, loaded.model, loaded.vocabulary, loaded.manifest)
     replaced = load_checkpoint(ckpt)
-    np.testing.assert_array_equal(
-        replaced.model.get_weights()[0], loaded.model.get_weights()[0]
-    )
+    np.testing.assert_array_equal(replaced.model.get_weights()[0], loaded.model.get_weights()[0])
     shutil.rmtree(other)
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]
