@@ -63,12 +63,16 @@ class MicroBatcher(Generic[R]):
         self._wait_s = batch_wait_ms / 1000
         self._executor: ThreadPoolExecutor | None = None
         self._worker: asyncio.Task[None] | None = None
-        self.in_progress = 0  # images in the batch being captioned now
 
     @property
     def depth(self) -> int:
-        """Images waiting for a batch (not counting the one being captioned)."""
+        """Images waiting for a batch (not counting the batch being captioned)."""
         return self._queue.qsize()
+
+    @property
+    def full(self) -> bool:
+        """True when one more image would be refused."""
+        return self._queue.full()
 
     async def submit(self, image: bytes) -> R:
         """Caption one image with whatever else is queued; raises Busy when the queue is full."""
@@ -104,10 +108,13 @@ class MicroBatcher(Generic[R]):
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
-            self.in_progress = len(batch)
+            started = loop.time()
             try:
                 results = await loop.run_in_executor(
                     self._executor, self._caption_batch, [job.image for job in batch]
+                )
+                logger.debug(
+                    "batch captioned images=%d ms=%d", len(batch), (loop.time() - started) * 1000
                 )
                 if len(results) != len(batch):
                     raise RuntimeError(f"{len(results)} results for {len(batch)} images")
@@ -121,7 +128,6 @@ class MicroBatcher(Generic[R]):
                     if not job.future.done():  # its sender may have given up
                         job.future.set_result(result)
             finally:
-                self.in_progress = 0
                 for job in batch:  # only when the worker itself was cancelled mid-batch
                     if not job.future.done():
                         job.future.cancel()
@@ -147,6 +153,8 @@ class MicroBatcher(Generic[R]):
 
 class UserLimit:
     """Counts each user's photos in flight and refuses one beyond ``per_user``."""
+
+    # Limitation: counts live in this process; several bot processes would each allow the limit.
 
     def __init__(self, per_user: int) -> None:
         if per_user < 1:

@@ -37,9 +37,7 @@ CAPTION_USAGE = (
     "To use /caption, reply with it to a message that has a photo or an image file, "
     "or write it as the caption of a photo you send."
 )
-NOT_AN_IMAGE = (
-    "I can only caption images. Send a photo, or an image file such as JPEG or PNG."
-)
+NOT_AN_IMAGE = "I can only caption images. Send a photo, or an image file such as JPEG or PNG."
 BUSY_USER = (
     "Busy, one moment: I am still working on your earlier photos. "
     "Send this one again once they are answered."

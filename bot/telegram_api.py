@@ -28,6 +28,9 @@ RETRY_READ_TIMEOUT_FACTOR = 4  # the second download attempt waits this much lon
 class Replier:
     """Sends replies for the whole bot; one flood-control wait holds back every send."""
 
+    # Limitation: the wait is bot-wide although Telegram also limits per chat; one chat's
+    # flood control briefly delays replies in every chat, which errs on the side of no storm.
+
     def __init__(self) -> None:
         self._resume_at = 0.0  # loop time before which nothing is sent
 
@@ -47,7 +50,10 @@ class Replier:
                 loop = asyncio.get_running_loop()
                 self._resume_at = max(self._resume_at, loop.time() + seconds)
                 logger.warning(
-                    "flood control chat=%s retry_after_s=%.1f attempt=%d", chat_id, seconds, attempt
+                    "flood control chat=%s retry_after_s=%.1f attempt=%d",
+                    chat_id,
+                    seconds,
+                    attempt,
                 )
                 if attempt == 2:
                     raise
@@ -110,7 +116,5 @@ async def download(bot: Bot, file_id: str, read_timeout: float) -> bytes:
         raise
     except NetworkError as exc:  # TimedOut is a NetworkError too
         longer = read_timeout * RETRY_READ_TIMEOUT_FACTOR
-        logger.warning(
-            "download retry error=%s read_timeout_s=%.1f", type(exc).__name__, longer
-        )
+        logger.warning("download retry error=%s read_timeout_s=%.1f", type(exc).__name__, longer)
         return bytes(await file.download_as_bytearray(read_timeout=longer))

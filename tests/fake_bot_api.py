@@ -199,13 +199,18 @@ class FakeBotApi:
     # -- faults -------------------------------------------------------------------------------
 
     def fail_next(
-        self, method: str, *, error_code: int = 429, retry_after: int | None = 1, times: int = 1
+        self,
+        method: str,
+        *,
+        error_code: int = 429,
+        retry_after: int | None = 1,
+        description: str | None = None,
+        times: int = 1,
     ) -> None:
         """Answer the next ``times`` calls of ``method`` with an error (default: flood control)."""
-        if error_code == 429:
+        if description is None and error_code == 429:
             description = f"Too Many Requests: retry after {retry_after}"
-        else:
-            description = f"Error {error_code}"
+        description = description or f"Error {error_code}"
         error: dict[str, Any] = {"ok": False, "error_code": error_code, "description": description}
         if retry_after is not None:
             error["parameters"] = {"retry_after": retry_after}
@@ -277,7 +282,10 @@ class FakeBotApi:
 
     async def _handle_method(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        params = await _read_params(request)
+        try:
+            params = await _read_params(request)
+        except ConnectionResetError:  # the client gave up while sending, e.g. when stopping
+            return web.Response(status=400)
         call = self._record(method, params)
         if request.match_info["token"] != self.token:
             status, body = 401, _error(401, "Unauthorized")

@@ -1,0 +1,350 @@
+"""End-to-end tests of the bot: the real PTB Application against a fake Bot API on loopback.
+
+Each test starts the fake server and the bot (long polling, real captioner with a tiny
+checkpoint), queues what users send, and asserts on the requests the server received.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from fake_bot_api import DOWNLOAD, FakeBotApi, FakeUser
+
+from bot import messages
+from bot.app import MissingTokenError, build_application, running, serve
+from captioner.config import Config, ConfigError
+from captioner.images import ImageError, load_image
+from captioner.pipeline import Captioner
+
+FLICKR8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k"
+ALICE = FakeUser(1001, "Alice")
+BOB = FakeUser(1002, "Bob")
+ADMIN = FakeUser(4242, "Admin")
+
+pytestmark = pytest.mark.skipif(not FLICKR8K.exists(), reason=f"{FLICKR8K} is not here")
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[bytes]:
+    """The first 12 test-split photos, as JPEG bytes."""
+    names = (FLICKR8K / "text" / "Flickr_8k.testImages.txt").read_text().split()[:12]
+    return [(FLICKR8K / "images" / name).read_bytes() for name in names]
+
+
+@pytest.fixture(scope="session")
+def captioner(tiny_checkpoint: Path, config: Config) -> Captioner:
+    return Captioner.from_checkpoint(tiny_checkpoint, config=config)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeBotApi]:
+    async with FakeBotApi() as server:
+        yield server
+
+
+@pytest.fixture
+def start_bot(server: FakeBotApi, config: Config, captioner: Captioner):
+    """Returns a context manager running the bot against ``server``, with bot settings changed."""
+
+    @contextlib.asynccontextmanager
+    async def start(**bot_settings: object) -> AsyncIterator[None]:
+        settings = {
+            "base_url": server.base_url,
+            "base_file_url": server.base_file_url,
+            "admin_ids": [ADMIN.id],
+            **bot_settings,
+        }
+        bot_config = dataclasses.replace(config.bot, **settings)
+        application = build_application(
+            dataclasses.replace(config, bot=bot_config), captioner, token=server.token
+        )
+        async with running(application):
+            yield
+
+    return start
+
+
+def reply_text(server: FakeBotApi, message: dict) -> str:
+    (reply,) = server.replies_to(message)
+    assert "parse_mode" not in reply.params  # plain text: captions are not markup
+    return reply.params["text"]
+
+
+async def test_photo_gets_caption_of_largest_size_while_typing(
+    server: FakeBotApi, start_bot, captioner: Captioner, photos: list[bytes]
+) -> None:
+    async with start_bot():
+        message = server.send_photo(ALICE, photos[0])
+        (reply,) = await server.wait_for_replies([message])
+
+    assert reply.params["chat_id"] == ALICE.id
+    assert reply_text(server, message) == captioner.caption(photos[0]).text
+    largest = message["photo"][-1]["file_id"]
+    assert [call.params["file_id"] for call in server.calls_to("getFile")] == [largest]
+    typing = [c for c in server.calls_to("sendChatAction") if c.params["chat_id"] == ALICE.id]
+    assert typing and typing[0].params["action"] == "typing"
+    assert typing[0].seq < reply.seq
+
+
+async def test_image_document_is_captioned(
+    server: FakeBotApi, start_bot, captioner: Captioner, photos: list[bytes]
+) -> None:
+    async with start_bot():
+        message = server.send_document(
+            ALICE, photos[1], mime_type="image/jpeg", file_name="holiday.jpg"
+        )
+        await server.wait_for_replies([message])
+
+    assert reply_text(server, message) == captioner.caption(photos[1]).text
+    assert [c.params["file_id"] for c in server.calls_to("getFile")] == [
+        message["document"]["file_id"]
+    ]
+
+
+async def test_document_over_limit_is_refused_before_any_download(
+    server: FakeBotApi, start_bot, photos: list[bytes]
+) -> None:
+    async with start_bot(max_download_bytes=20 * 1024 * 1024):
+        message = server.send_document(
+            ALICE,
+            photos[0],
+            mime_type="image/png",
+            file_name="scan.png",
+            file_size=25 * 1024 * 1024,
+        )
+        await server.wait_for_replies([message])
+
+    text = reply_text(server, message)
+    assert "25 MB" in text and "20 MB" in text
+    assert server.calls_to("getFile") == [] and server.calls_to(DOWNLOAD) == []
+
+
+async def test_non_image_document_is_explained(server: FakeBotApi, start_bot) -> None:
+    async with start_bot():
+        message = server.send_document(
+            ALICE, b"%PDF-1.4 ...", mime_type="application/pdf", file_name="paper.pdf"
+        )
+        await server.wait_for_replies([message])
+
+    assert reply_text(server, message) == messages.NOT_AN_IMAGE
+    assert server.calls_to("getFile") == []
+
+
+async def test_caption_command_as_a_photos_own_caption(
+    server: FakeBotApi, start_bot, captioner: Captioner, photos: list[bytes]
+) -> None:
+    async with start_bot():
+        message = server.send_photo(ALICE, photos[2], caption="/caption")
+        await server.wait_for_replies([message])
+
+    assert reply_text(server, message) == captioner.caption(photos[2]).text
+
+
+async def test_caption_command_replying_to_a_photo_captions_that_photo(
+    server: FakeBotApi, start_bot, captioner: Captioner, photos: list[bytes]
+) -> None:
+    async with start_bot():
+        photo = server.send_photo(ALICE, photos[3])
+        await server.wait_for_replies([photo])
+        command = server.send_text(ALICE, "/caption", reply_to=photo)
+        await server.wait_for(lambda: len(server.replies_to(photo)) == 2)
+
+    expected = captioner.caption(photos[3]).text
+    assert [r.params["text"] for r in server.replies_to(photo)] == [expected, expected]
+    assert server.replies_to(command) == []  # the answer goes under the photo
+    assert len(server.calls_to("getFile")) == 2
+
+
+async def test_caption_command_without_an_image_explains_usage(
+    server: FakeBotApi, start_bot
+) -> None:
+    async with start_bot():
+        alone = server.send_text(ALICE, "/caption")
+        text = server.send_text(BOB, "hello there")
+        on_text = server.send_text(BOB, "/caption", reply_to=text)
+        await server.wait_for_replies([alone, on_text])
+
+    assert reply_text(server, alone) == messages.CAPTION_USAGE
+    assert reply_text(server, on_text) == messages.CAPTION_USAGE
+    assert server.calls_to("getFile") == []
+
+
+async def test_album_photos_each_get_their_own_reply(
+    server: FakeBotApi, start_bot, captioner: Captioner, photos: list[bytes]
+) -> None:
+    async with start_bot():
+        album = [server.send_photo(BOB, p, media_group_id="album-1") for p in photos[4:7]]
+        await server.wait_for_replies(album)
+
+    for message in album:
+        assert reply_text(server, message)  # exactly one, non-empty
+        assert server.replies_to(message)[0].params["chat_id"] == BOB.id
+    assert len(server.calls_to("getFile")) == 3
+
+
+async def test_stats_for_admin_shows_checkpoint_and_live_figures(
+    server: FakeBotApi, start_bot, photos: list[bytes], tiny_checkpoint: Path
+) -> None:
+    async with start_bot():
+        photo = server.send_photo(ALICE, photos[0])
+        broken = server.send_photo(ALICE, b"this is not a jpeg")
+        await server.wait_for_replies([photo, broken])
+        command = server.send_text(ADMIN, "/stats")
+        await server.wait_for_replies([command])
+
+    report = reply_text(server, command)
+    assert len(report) <= 4096
+    assert f"Checkpoint: {tiny_checkpoint.name}" in report
+    assert "Encoder: squeezenet" in report
+    assert "Data: synthetic, trained on none" in report
+    assert "BLEU: not measured" in report
+    assert "Dev masked accuracy: not measured" in report
+    assert "Photos captioned: 1" in report
+    assert "Errors: not_image 1" in report
+    assert "Caption latency: p50 " in report
+    assert "Queue: 0 waiting (limit 64)" in report
+
+
+async def test_stats_for_anyone_else_is_a_polite_refusal(server: FakeBotApi, start_bot) -> None:
+    async with start_bot():
+        command = server.send_text(BOB, "/stats")
+        await server.wait_for_replies([command])
+
+    assert reply_text(server, command) == messages.STATS_REFUSED
+
+
+async def test_start_and_help_state_what_the_bot_does_and_its_limits(
+    server: FakeBotApi, start_bot
+) -> None:
+    async with start_bot(max_download_bytes=10 * 1024 * 1024, per_user_inflight=3):
+        start = server.send_text(ALICE, "/start")
+        help_ = server.send_text(ALICE, "/help")
+        await server.wait_for_replies([start, help_])
+
+    for message in (start, help_):
+        text = reply_text(server, message)
+        assert "caption" in text and "10 MB" in text and "3 of your photos" in text
+    assert [c.params["commands"][0]["command"] for c in server.calls_to("setMyCommands")] == [
+        "start"
+    ]
+
+
+async def test_bad_image_gets_the_captioners_message(
+    server: FakeBotApi, start_bot, photos: list[bytes]
+) -> None:
+    truncated = photos[0][: len(photos[0]) // 3]
+    garbage = b"GIF89a but not really a GIF"
+    async with start_bot():
+        messages_ = [server.send_photo(ALICE, truncated), server.send_photo(BOB, garbage)]
+        await server.wait_for_replies(messages_)
+
+    for message, data in zip(messages_, (truncated, garbage), strict=True):
+        with pytest.raises(ImageError) as refusal:
+            load_image(data)
+        assert reply_text(server, message) == str(refusal.value)
+        assert "Traceback" not in reply_text(server, message)
+
+
+async def test_flood_control_is_honoured_with_one_retry(
+    server: FakeBotApi, start_bot, photos: list[bytes]
+) -> None:
+    async with start_bot():
+        server.fail_next("sendMessage", retry_after=1)
+        message = server.send_photo(ALICE, photos[0])
+        await server.wait_for_replies([message])
+
+    refused, sent = server.calls_to("sendMessage")
+    assert (refused.status, sent.status) == (429, 200)
+    assert sent.params == refused.params
+    assert sent.at - refused.at >= 1.0  # waited the retry_after Telegram asked for
+
+
+async def test_failed_send_is_logged_once_without_the_token(
+    server: FakeBotApi, start_bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot")
+    echo = f"Bad Request: POST /bot{server.token}/sendMessage refused"
+    async with start_bot():
+        server.fail_next("sendMessage", error_code=400, retry_after=None, description=echo)
+        command = server.send_text(ALICE, "/help")
+        await server.wait_for(lambda: bool(server.calls_to("sendMessage")))
+
+    assert server.replies_to(command) == []
+    (failure,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    line = failure.getMessage()
+    assert "kind=telegram error=BadRequest" in line and "<token>" in line
+    assert all(server.token.lower() not in r.getMessage().lower() for r in caplog.records)
+
+
+async def test_timed_out_download_is_retried_with_longer_timeout(
+    server: FakeBotApi, start_bot, captioner: Captioner, photos: list[bytes]
+) -> None:
+    async with start_bot(read_timeout_s=0.5):
+        message = server.send_photo(ALICE, photos[5])
+        file_id = message["photo"][-1]["file_id"]
+        server.delay_download(file_id, seconds=1.2)
+        await server.wait_for_replies([message])
+
+    downloads = server.calls_to(DOWNLOAD)
+    assert len(downloads) == 2
+    assert downloads[0].params == downloads[1].params
+    assert reply_text(server, message) == captioner.caption(photos[5]).text
+
+
+async def test_failed_download_twice_gets_an_apology(
+    server: FakeBotApi, start_bot, photos: list[bytes]
+) -> None:
+    async with start_bot():
+        message = server.send_photo(ALICE, photos[6])
+        server.fail_download(message["photo"][-1]["file_id"], status=502, times=2)
+        await server.wait_for_replies([message])
+
+    assert len(server.calls_to(DOWNLOAD)) == 2
+    assert reply_text(server, message) == messages.DOWNLOAD_FAILED
+
+
+async def test_user_over_inflight_limit_is_asked_to_wait(
+    server: FakeBotApi, start_bot, photos: list[bytes]
+) -> None:
+    async with start_bot(per_user_inflight=1):
+        sent = [server.send_photo(ALICE, p) for p in photos[:3]]
+        await server.wait_for_replies(sent)
+
+    texts = [reply_text(server, m) for m in sent]
+    assert texts.count(messages.BUSY_USER) == 2
+    assert len(server.calls_to("getFile")) == 1  # refused photos are never downloaded
+
+
+async def test_start_is_answered_while_another_users_ten_photos_are_processing(
+    server: FakeBotApi, start_bot, photos: list[bytes]
+) -> None:
+    # One batch of ten: /start arrives once all ten are downloaded, as their batch is captioned.
+    async with start_bot(max_batch=10, batch_wait_ms=5000, per_user_inflight=10):
+        sent = [server.send_photo(BOB, p) for p in photos[:10]]
+        await server.wait_for(
+            lambda: sum(c.status == 200 for c in server.calls_to(DOWNLOAD)) == 10
+        )
+        start = server.send_text(ALICE, "/start")
+        replies = await server.wait_for_replies(sent)
+        await server.wait_for_replies([start])
+
+    assert all(r.params["text"] != messages.BUSY_USER for r in replies)
+    start_reply = server.replies_to(start)[0]
+    assert start_reply.seq < max(r.seq for r in replies)
+
+
+def test_serve_without_token_names_the_variable(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(config.bot.token_env, raising=False)
+
+    with pytest.raises(
+        MissingTokenError, match=f"set the environment variable {config.bot.token_env}"
+    ):
+        serve(config)  # fails before loading any model or touching the network
+    assert issubclass(MissingTokenError, ConfigError)  # the CLI prints these without traceback
