@@ -112,6 +112,7 @@ def serve(config: Config) -> None:
     """Load the captioner and answer updates by long polling until interrupted."""
     token = read_token(config.bot)  # before the slow model load, so a missing token fails fast
     captioner = Captioner.from_checkpoint(config=config)
+    captioner.warm_up()  # the first photo should not pay for graph tracing
     application = build_application(config, captioner, token=token)
     logger.info(
         "bot polling checkpoint=%s base_url=%s max_batch=%d queue_size=%d",

@@ -19,10 +19,27 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
-def _quiet_tensorflow() -> None:
-    # TensorFlow prints start-up chatter on stderr unless told otherwise before import.
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow and probe for GPUs with the process's stderr pointed at /dev/null.
+
+    TensorFlow's C++ side prints CUDA probing lines before its own log settings apply; they
+    mean nothing to a user on a CPU machine. Python errors raised here still reach the user,
+    since stderr is restored before they propagate.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    logger.info("tensorflow ready gpus=%d", len(gpus))
 
 
 def _setup_logging(level: str) -> None:
@@ -157,7 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``captionbot`` console script."""
     args = build_parser().parse_args(argv)
-    _quiet_tensorflow()
 
     from captioner.config import ConfigError, load_config
 
@@ -167,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"captionbot: {err}", file=sys.stderr)
         return 2
     _setup_logging(config.logging.level)
+    _import_tensorflow_quietly()
 
     from captioner.errors import CaptionbotError
 
