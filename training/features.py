@@ -22,12 +22,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from captioner.config import Config
+from captioner.errors import CaptionbotError
 from captioner.images import DEFAULT_MAX_PIXELS, ImageError, load_image
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 DEFAULT_CHUNK = 256
+
+
+class FeatureError(CaptionbotError):
+    """Features that cannot be had, e.g. a checkpoint's encoder weights are not here."""
 
 
 @dataclass
@@ -40,6 +46,7 @@ class FeatureStore:
         weights_id: id of the encoder weights the features came from.
         names: image names, row order.
         features: (len(names), D) float32, memory-mapped read-only.
+        input_size: (height, width) the images were squashed to for the encoder.
         failed: images that could not be read; their rows are zeros and must not be used.
     """
 
@@ -48,6 +55,7 @@ class FeatureStore:
     weights_id: str
     names: list[str]
     features: np.ndarray
+    input_size: tuple[int, int]
     failed: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -108,6 +116,8 @@ def find_cached(
     Images recorded as failed count as held: they were tried, and trying again would fail
     the same way.
     """
+    # Limitation: caches are keyed by image name, not file content; an image replaced under
+    # the same name keeps its old features until the cache file is deleted.
     cache_dir = Path(cache_dir)
     wanted = set(names)
     for index_path in sorted(cache_dir.glob(f"{cache_prefix(encoder, weights_id)}-*.json")):
@@ -131,6 +141,7 @@ def _open_store(index_path: Path, index: dict) -> FeatureStore:
         weights_id=index["weights_id"],
         names=list(index["images"]),
         features=features,
+        input_size=tuple(index["input_size"]),
         failed=set(index.get("failed", [])),
     )
 
@@ -229,7 +240,7 @@ def extract_features(
 
     bar = tqdm(
         total=len(names), initial=done, unit="img", desc=f"features {encoder.name}",
-        disable=not progress,
+        disable=None if progress else True,  # None: a bar only on a terminal
     )  # fmt: skip
     # Decode the next chunk's JPEGs on a thread while the encoder works on this one.
     with ThreadPoolExecutor(max_workers=1) as pool, bar:
@@ -272,3 +283,67 @@ def _reason(err: Exception) -> str:
     if isinstance(err, ImageError):
         return err.kind
     return type(err).__name__
+
+
+def encoder_weights_for(name: str, config: Config) -> str:
+    """The weights setting to build encoder ``name`` with: the config's for its own encoder,
+    the published ImageNet weights for any other (as the captioner does)."""
+    return config.encoder.weights if name == config.encoder.name else "imagenet"
+
+
+def default_cache_dir(config: Config) -> Path:
+    """Where features are cached by default: ``features/`` beside the configured run dir."""
+    return Path(config.training.run_dir).parent / "features"
+
+
+def features_for(
+    images: dict[str, Path],
+    config: Config,
+    encoder_name: str,
+    cache_dir: Path,
+    *,
+    weights_id: str | None = None,
+    progress: bool = True,
+) -> FeatureStore:
+    """Features of ``images`` for encoder ``encoder_name``: cached, else extracted.
+
+    Args:
+        images: image name -> file path.
+        config: settings (encoder weights, batch size, pixel limit).
+        encoder_name: registry name of the encoder.
+        cache_dir: feature cache folder.
+        weights_id: the weights the features must come from (a checkpoint's); when given, a
+            matching cache is used without building the encoder at all.
+        progress: show a progress bar while extracting.
+
+    Raises:
+        FeatureError: the encoder that can be built here has other weights than
+            ``weights_id``.
+    """
+    if weights_id is not None:
+        cached = find_cached(cache_dir, encoder_name, weights_id, list(images))
+        if cached is not None:
+            logger.info("features reused encoder=%s weights_id=%s", encoder_name, weights_id)
+            return cached
+
+    from captioner.encoders import build_encoder
+
+    encoder = build_encoder(
+        encoder_name,
+        weights=encoder_weights_for(encoder_name, config),
+        weights_dir=config.encoder.weights_dir,
+    )
+    if weights_id is not None and encoder.weights_id != weights_id:
+        raise FeatureError(
+            f"the checkpoint was trained on {encoder_name} features from weights {weights_id}, "
+            f"but the weights found here are {encoder.weights_id} and no cached features "
+            f"match; point encoder.weights at the original weights file"
+        )
+    return extract_features(
+        encoder,
+        images,
+        cache_dir,
+        batch_size=config.encoder.batch_size,
+        max_pixels=config.images.max_pixels,
+        progress=progress,
+    )

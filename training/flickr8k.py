@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from captioner.config import DataConfig
+from captioner.errors import CaptionbotError
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ SPLITS = ("train", "dev", "test")
 _IMAGE_ID = re.compile(r"^[^#/\\\s]+\.(jpe?g|png)$", re.IGNORECASE)
 
 
-class DatasetError(Exception):
+class DatasetError(CaptionbotError):
     """A dataset that cannot be used (missing split or token file); str() is fit to print."""
 
 
@@ -163,7 +164,7 @@ def load_splits(
     in_splits = set().union(*names_by_split.values()) if names_by_split else set()
     outside = len(set(captions) - in_splits)
     if outside:
-        logger.info("caption ids outside the loaded splits count=%d (ignored)", outside)
+        logger.debug("caption ids outside the loaded splits count=%d (ignored)", outside)
 
     result = {}
     for split, names in names_by_split.items():
