@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ def format_stats(
         f"Epochs: {_value(epochs)}",
         f"Data: {data.get('dataset', 'unknown')}, trained on {data.get('train_split', 'unknown')}",
     ]
-    lines += _bleu_lines(metrics.get("bleu"))
+    lines += _bleu_lines(metrics)
     lines.append(f"Dev masked accuracy: {_value(metrics.get('dev_accuracy'))}")
 
     p50, p95 = stats.latency_percentile(50), stats.latency_percentile(95)
@@ -91,13 +91,23 @@ def format_stats(
     return text
 
 
-def _bleu_lines(bleu: Any) -> list[str]:
-    # One evaluation is a mapping; several (one per beam size) may come as a list of them.
-    runs: Sequence[Any] = bleu if isinstance(bleu, list) else [bleu] if bleu else []
+def _bleu_lines(metrics: Mapping[str, Any]) -> list[str]:
+    # Each evaluation is its own "bleu..." entry (bleu, bleu_beam3, bleu_dev, ...); the test
+    # split's come first, then by beam size.
+    runs = [
+        run
+        for key, run in metrics.items()
+        if key.startswith("bleu") and isinstance(run, Mapping) and "bleu1" in run
+    ]
+    runs.sort(
+        key=lambda run: (
+            run.get("split") != "test",
+            str(run.get("split")),
+            run.get("beam_size", 1),
+        )
+    )
     lines = []
     for run in runs:
-        if not isinstance(run, Mapping):
-            continue
         scores = " ".join(f"B{n} {_value(run.get(f'bleu{n}'))}" for n in range(1, 5))
         where = ", ".join(
             part

@@ -43,14 +43,22 @@ def test_report_shows_the_checkpoints_measured_quality() -> None:
     assert "Queue: 3 waiting (limit 64)" in report
 
 
-def test_report_lists_one_bleu_line_per_evaluation() -> None:
-    greedy = dict(MANIFEST["metrics"]["bleu"], beam_size=1)
-    manifest = {**MANIFEST, "metrics": {"bleu": [greedy, MANIFEST["metrics"]["bleu"]]}}
+def test_report_lists_one_bleu_line_per_evaluation_test_split_first() -> None:
+    # The layout training writes: one "bleu..." entry per split and beam size.
+    beam3 = MANIFEST["metrics"]["bleu"]
+    greedy = dict(beam3, beam_size=1)
+    dev = dict(beam3, split="dev", beam_size=1)
+    metrics = {"bleu_dev": dev, "bleu_beam3": beam3, "bleu": greedy, "bleu_note": "x"}
+    manifest = {**MANIFEST, "metrics": metrics}
 
     report = format_stats(manifest, "ckpt", ServingStats(), queue_depth=0, queue_size=1)
 
-    assert "BLEU (test, 1000 images, beam 1): " in report
-    assert "BLEU (test, 1000 images, beam 3): " in report
+    bleu_lines = [line for line in report.splitlines() if line.startswith("BLEU")]
+    assert [line.split(":")[0] for line in bleu_lines] == [
+        "BLEU (test, 1000 images, beam 1)",
+        "BLEU (test, 1000 images, beam 3)",
+        "BLEU (dev, 1000 images, beam 1)",
+    ]
     assert "Dev masked accuracy: not measured" in report
     assert "Epochs: 20" in report  # from the training section when metrics lack it
 
