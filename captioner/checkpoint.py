@@ -20,6 +20,7 @@ from typing import Any
 import keras
 
 from captioner import decoder as decoder_layers
+from captioner.atomic import write_text_atomic
 from captioner.errors import CaptionbotError
 from captioner.vocabulary import Vocabulary
 
@@ -81,20 +82,6 @@ def _fsync_tree(root: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(
@@ -227,5 +214,7 @@ def update_manifest_metrics(path: str | Path, metrics: dict[str, Any]) -> dict[s
         else:
             merged[key] = value
     manifest["metrics"] = merged
-    _write_json_atomic(Path(path) / MANIFEST_FILE, manifest)
+    write_text_atomic(
+        Path(path) / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    )
     return manifest

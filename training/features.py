@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from captioner.atomic import write_text_atomic
 from captioner.config import Config
 from captioner.errors import CaptionbotError
 from captioner.images import DEFAULT_MAX_PIXELS, ImageError, load_image
@@ -95,10 +95,8 @@ def _names_digest(names: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()[:12]
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
+def _write_json(path: Path, data: dict) -> None:
+    write_text_atomic(path, json.dumps(data))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -216,12 +214,12 @@ def extract_features(
         done, failed = int(state["done"]), list(state["failed"])
         logger.info("features resumed encoder=%s done=%d of=%d", encoder.name, done, len(names))
     else:
-        _write_json_atomic(index_path, index)
+        _write_json(index_path, index)
         features = np.lib.format.open_memmap(
             array_path, mode="w+", dtype=np.float32, shape=(len(names), index["feature_dim"])
         )  # (N, D), zeros
         done, failed = 0, []
-        _write_json_atomic(progress_path, {"done": 0, "failed": []})
+        _write_json(progress_path, {"done": 0, "failed": []})
 
     started = time.perf_counter()
     size = tuple(encoder.input_size)
@@ -256,7 +254,7 @@ def extract_features(
                 encoded = encoder.encode(batch, batch_size=batch_size)  # (n, D)
                 features[rows] = encoded
             features.flush()
-            _write_json_atomic(progress_path, {"done": done, "failed": failed})
+            _write_json(progress_path, {"done": done, "failed": failed})
             bar.update(done - start)
             if on_chunk is not None:
                 on_chunk(done)
@@ -264,7 +262,7 @@ def extract_features(
 
     index["failed"] = failed
     index["complete"] = True
-    _write_json_atomic(index_path, index)
+    _write_json(index_path, index)
     progress_path.unlink(missing_ok=True)
     if failed:
         logger.warning("images skipped reason=unreadable count=%d", len(failed))

@@ -9,10 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from captioner.atomic import atomic_path, write_text_atomic
 from training.evaluate import BLEU_WEIGHTS
 
 HISTORY_JSON = "history.json"
@@ -34,12 +34,12 @@ HISTORY_FIELDS = [
 
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     """Write the per-epoch history as JSON and CSV, and its plots as PNG."""
-    _write_text_atomic(run_dir / HISTORY_JSON, json.dumps(history, indent=2) + "\n")
+    write_text_atomic(run_dir / HISTORY_JSON, json.dumps(history, indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(history)
-    _write_text_atomic(run_dir / HISTORY_CSV, buffer.getvalue())
+    write_text_atomic(run_dir / HISTORY_CSV, buffer.getvalue())
     plot_history(history, run_dir / HISTORY_PLOT, run_dir / BLEU_PLOT)
 
 
@@ -70,7 +70,8 @@ def plot_history(history: list[dict[str, Any]], curves_path: Path, bleu_path: Pa
     accuracy_axes.set_ylabel("next-word accuracy (real tokens)")
     accuracy_axes.set_title("Accuracy")
     figure.tight_layout()
-    _save_figure_atomic(figure, curves_path)
+    with atomic_path(curves_path) as tmp:
+        figure.savefig(tmp, format="png")
     plt.close(figure)
 
     scored = [r for r in history if r.get("dev_bleu4") is not None]
@@ -92,17 +93,6 @@ def plot_history(history: list[dict[str, Any]], curves_path: Path, bleu_path: Pa
     axes.grid(alpha=0.3)
     axes.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
     figure.tight_layout()
-    _save_figure_atomic(figure, bleu_path)
+    with atomic_path(bleu_path) as tmp:
+        figure.savefig(tmp, format="png")
     plt.close(figure)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _save_figure_atomic(figure, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp.png")
-    figure.savefig(tmp)
-    os.replace(tmp, path)
