@@ -230,6 +230,52 @@ def _build(cls: type, data: Any, prefix: str = "") -> Any:
     return cls(**values)
 
 
+# Values that a type alone does not constrain: dotted key -> (check, what it must be).
+_RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "training.strategy": (lambda v: v in ("default", "mirrored"), "'default' or 'mirrored'"),
+    "logging.level": (
+        lambda v: v.upper() in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        "a logging level such as INFO",
+    ),
+    "decoder.dropout": (lambda v: 0.0 <= v < 1.0, "at least 0 and below 1"),
+    "training.eval_beam_sizes": (lambda v: all(b >= 1 for b in v), "beam sizes of at least 1"),
+}
+_POSITIVE = (
+    "images.max_pixels",
+    "images.max_file_bytes",
+    "encoder.batch_size",
+    "decoder.embedding_dim",
+    "decoder.units",
+    "vocabulary.max_words",
+    "vocabulary.max_length_cap",
+    "caption.beam_size",
+    "training.epochs",
+    "training.batch_size",
+    "training.learning_rate",
+    "bot.queue_size",
+    "bot.max_batch",
+    "bot.per_user_inflight",
+    "bot.max_download_bytes",
+    "bot.read_timeout_s",
+)
+
+
+def _validate(config: Config) -> None:
+    def value(dotted: str) -> Any:
+        section, key = dotted.split(".")
+        return getattr(getattr(config, section), key)
+
+    for dotted in _POSITIVE:
+        if value(dotted) <= 0:
+            raise ConfigError(f"config key '{dotted}' must be positive, got {value(dotted)!r}")
+    for dotted, (check, wanted) in _RULES.items():
+        if not check(value(dotted)):
+            raise ConfigError(f"config key '{dotted}' must be {wanted}, got {value(dotted)!r}")
+    for dotted in ("bot.batch_wait_ms", "training.patience"):
+        if value(dotted) < 0:
+            raise ConfigError(f"config key '{dotted}' must not be negative, got {value(dotted)!r}")
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Load the settings: the repository's config.yaml, with ``path`` merged over it.
 
@@ -249,6 +295,7 @@ def load_config(path: str | Path | None = None) -> Config:
         user_path = Path(path).resolve()
         data = _merge(data, _annotate_paths(_read_yaml(user_path), user_path.parent))
     config = _build(Config, data)
+    _validate(config)
 
     weights_dir = os.environ.get(WEIGHTS_DIR_ENV)
     if weights_dir:

@@ -47,6 +47,11 @@ def test_config_path_from_environment(tmp_path, monkeypatch):
         ("bot: 3\n", "'bot' must be a mapping"),
         ("- a\n- b\n", "mapping at the top level"),
         ("bot: [\n", "not valid YAML"),
+        ("caption:\n  beam_size: 0\n", "'caption.beam_size' must be positive"),
+        ("training:\n  strategy: tpu\n", "'training.strategy' must be 'default' or 'mirrored'"),
+        ("decoder:\n  dropout: 1.5\n", "'decoder.dropout' must be at least 0 and below 1"),
+        ("bot:\n  batch_wait_ms: -1\n", "'bot.batch_wait_ms' must not be negative"),
+        ("logging:\n  level: LOUD\n", "'logging.level' must be a logging level"),
     ],
 )
 def test_bad_files_are_refused_naming_the_key(tmp_path, text, message):
