@@ -132,6 +132,21 @@ def test_features_do_not_depend_on_batch(
     )
 
 
+@pytest.mark.parametrize("fixture", ["resnet_random", "squeezenet_imagenet"])
+def test_encode_gives_the_keras_models_own_features(
+    fixture: str, images: np.ndarray, request: pytest.FixtureRequest
+) -> None:
+    # encode runs a frozen copy of the graph; it must compute what the model itself does.
+    encoder: Encoder = request.getfixturevalue(fixture)
+
+    expected = keras.ops.convert_to_numpy(
+        encoder.model(encoder.preprocess(images), training=False)
+    )  # (3, D)
+    np.testing.assert_allclose(
+        encoder.encode(images), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max()
+    )
+
+
 def test_preprocess_is_caffe_and_leaves_input_alone(resnet_random: Encoder) -> None:
     image = np.zeros((1, 224, 224, 3), dtype=np.float32)
     image[..., :] = (10.0, 20.0, 30.0)  # RGB
