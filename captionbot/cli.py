@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -128,21 +128,51 @@ def _cmd_serve(args: argparse.Namespace, config) -> int:
     return 0
 
 
+def _counted(least: int, most: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from ``least`` (to ``most``), refused with a usage line."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least or (most is not None and value > most):
+            wanted = f"from {least} to {most}" if most is not None else f"at least {least}"
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="captionbot", description="Caption images with an encoder and an LSTM decoder."
+    from captioner.config import MAX_BEAM_SIZE
+
+    beam = _counted(1, MAX_BEAM_SIZE)
+    # --config may stand before or after the subcommand; SUPPRESS keeps the one given.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="YAML file merged over the default config.yaml",
     )
-    parser.add_argument("--config", help="YAML file merged over the default config.yaml")
+    parser = argparse.ArgumentParser(
+        prog="captionbot",
+        description="Caption images with an encoder and an LSTM decoder.",
+        parents=[common],
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    caption = sub.add_parser("caption", help="caption image files")
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    caption = add("caption", "caption image files")
     caption.add_argument("images", nargs="+", help="image files")
     caption.add_argument("--checkpoint", help="checkpoint directory (default: the packaged one)")
-    caption.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy)")
+    caption.add_argument("--beam", type=beam, default=None, help="beam size (1 = greedy)")
     caption.add_argument("--json", action="store_true", help="one JSON object per line")
     caption.set_defaults(handler=_cmd_caption)
 
-    bench = sub.add_parser("bench", help="measure encoding and decoding speed")
+    bench = add("bench", "measure encoding and decoding speed")
     bench.add_argument("--encoder", default=None, help="encoder name (default: config's)")
     bench.add_argument(
         "--weights", default=None, help="imagenet | random | file (default: config's)"
@@ -150,23 +180,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="JSON lines")
     bench.set_defaults(handler=_cmd_bench)
 
-    train = sub.add_parser("train", help="train a decoder on Flickr8k")
+    train = add("train", "train a decoder on Flickr8k")
     train.add_argument("--encoder", default=None, help="encoder name (default: config's)")
-    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--epochs", type=_counted(1), default=None)
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
     train.add_argument("--run-dir", type=Path, default=None, help="default: config's")
-    train.add_argument("--limit-images", type=int, default=None, help="use N images per split")
+    train.add_argument(
+        "--limit-images", type=_counted(1), default=None, help="use N images per split"
+    )
     train.set_defaults(handler=_cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="BLEU-1..4 of a checkpoint on a split")
+    evaluate = add("evaluate", "BLEU-1..4 of a checkpoint on a split")
     evaluate.add_argument("checkpoint", type=Path)
     evaluate.add_argument("--split", default="test")
-    evaluate.add_argument("--beam", type=int, default=1)
-    evaluate.add_argument("--limit", type=int, default=None, help="first N images only")
+    evaluate.add_argument("--beam", type=beam, default=1, help="beam size (1 = greedy)")
+    evaluate.add_argument("--limit", type=_counted(1), default=None, help="first N images only")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
-    serve = sub.add_parser("serve", help="run the Telegram bot (long polling)")
+    serve = add("serve", "run the Telegram bot (long polling)")
     serve.set_defaults(handler=_cmd_serve)
     return parser
 
@@ -178,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from captioner.config import ConfigError, load_config
 
     try:
-        config = load_config(args.config)
+        config = load_config(getattr(args, "config", None))
     except ConfigError as err:
         print(f"captionbot: {err}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ set any subset. Unknown keys and wrong types are refused with a message naming t
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -21,6 +22,11 @@ from captioner.errors import CaptionbotError
 BASE_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
 CONFIG_ENV = "CAPTIONBOT_CONFIG"
 WEIGHTS_DIR_ENV = "CAPTIONBOT_WEIGHTS_DIR"
+
+# The widest beam accepted, in the config and on the command line: each decoding step scores
+# beam size x vocabulary candidates, so a beam of thousands would hold gigabytes, and past a
+# handful of beams BLEU stops improving.
+MAX_BEAM_SIZE = 20
 
 
 class ConfigError(CaptionbotError, ValueError):
@@ -117,15 +123,26 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line saying what PyYAML found wrong and where (its own text spans several)."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    if mark is None:
+        return problem
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
 
 
 def _annotate_paths(data: Any, base: Path) -> Any:
@@ -194,6 +211,8 @@ def _convert(value: Any, kind: Any, dotted: str) -> Any:
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"config key '{dotted}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key '{dotted}' must be a finite number, got {value!r}")
         return float(value)
     if kind is str:
         if not isinstance(value, str):
@@ -238,7 +257,14 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
         "a logging level such as INFO",
     ),
     "decoder.dropout": (lambda v: 0.0 <= v < 1.0, "at least 0 and below 1"),
-    "training.eval_beam_sizes": (lambda v: all(b >= 1 for b in v), "beam sizes of at least 1"),
+    "caption.beam_size": (lambda v: 1 <= v <= MAX_BEAM_SIZE, f"from 1 to {MAX_BEAM_SIZE}"),
+    "training.eval_beam_sizes": (
+        lambda v: all(1 <= b <= MAX_BEAM_SIZE for b in v),
+        f"beam sizes from 1 to {MAX_BEAM_SIZE}",
+    ),
+    "bot.token_env": (lambda v: bool(v.strip()), "the name of an environment variable"),
+    "bot.base_url": (lambda v: v.startswith(("http://", "https://")), "an http(s) address"),
+    "bot.base_file_url": (lambda v: v.startswith(("http://", "https://")), "an http(s) address"),
 }
 _POSITIVE = (
     "images.max_pixels",
@@ -248,7 +274,6 @@ _POSITIVE = (
     "decoder.units",
     "vocabulary.max_words",
     "vocabulary.max_length_cap",
-    "caption.beam_size",
     "training.epochs",
     "training.batch_size",
     "training.learning_rate",

@@ -97,8 +97,8 @@ def _repeats(words: list[int]) -> set[int]:
 
 
 def _mask(logits: np.ndarray, histories: list[list[int]]) -> np.ndarray:
-    """Logits (rows, V) with special tokens and each row's repeats made impossible."""
-    logits = logits.copy()
+    """Logits (rows, V) with special tokens, each row's repeats and NaNs made impossible."""
+    logits = np.where(np.isnan(logits), -np.inf, logits)  # a copy; NaN: a diverged model
     logits[:, NEVER_EMITTED] = -np.inf
     for row, words in enumerate(histories):
         banned = list(_repeats(words))
@@ -131,7 +131,9 @@ def greedy(step_decoder: StepDecoder, features: np.ndarray, max_length: int) -> 
 
     for _ in range(max_length):
         logits, state = step_decoder.step(image, tokens, state)
-        tokens = _mask(logits, [captions[row] for row in alive]).argmax(axis=-1)  # (rows,)
+        masked = _mask(logits, [captions[row] for row in alive])  # (rows, V)
+        tokens = masked.argmax(axis=-1)  # (rows,)
+        tokens[~np.isfinite(masked.max(axis=-1))] = END  # no possible word: the caption ends
         still = tokens != END
         for row, token in zip(alive[still], tokens[still], strict=True):
             captions[row].append(int(token))
@@ -223,6 +225,8 @@ def _beam_one(
             (normalised(score, beam, False), beam)
             for score, beam in zip(scores, beams, strict=True)
         ]
+    if not finished:
+        return []  # no finite score at all (a diverged model): the caller's no-caption result
     return max(finished, key=lambda item: item[0])[1]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -33,6 +34,18 @@ SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 RESAMPLE = Image.Resampling.BILINEAR
 
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+# Pillow warns, on stderr, of large images (ours is the stricter pixel limit, checked before
+# decoding) and of damaged TIFF/EXIF tags (the image is still decoded, or refused, on its own
+# terms): neither is news to the person at the terminal.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+
+def megabytes(n_bytes: int) -> str:
+    """A size as people read it in messages: 20971520 bytes is "20 MB" (binary megabytes)."""
+    value = n_bytes / 2**20
+    return f"{value:.0f} MB" if value >= 10 or value == int(value) else f"{value:.1f} MB"
 
 
 class ImageError(CaptionbotError):
@@ -102,8 +115,8 @@ def load_image(
         if max_bytes is not None and n_bytes > max_bytes:
             raise _refuse(
                 "too_large",
-                f"The file is too large ({n_bytes / 1e6:.1f} MB; the limit is "
-                f"{max_bytes / 1e6:.1f} MB).",
+                f"The file is too large ({megabytes(n_bytes)}; the limit is "
+                f"{megabytes(max_bytes)}).",
                 f"bytes={n_bytes} max_bytes={max_bytes}",
             )
         with _open_image(stream, max_pixels) as image:

@@ -47,7 +47,13 @@ def test_config_path_from_environment(tmp_path, monkeypatch):
         ("bot: 3\n", "'bot' must be a mapping"),
         ("- a\n- b\n", "mapping at the top level"),
         ("bot: [\n", "not valid YAML"),
-        ("caption:\n  beam_size: 0\n", "'caption.beam_size' must be positive"),
+        ("caption:\n  beam_size: 0\n", "'caption.beam_size' must be from 1 to 20"),
+        ("caption:\n  beam_size: 100000\n", "'caption.beam_size' must be from 1 to 20"),
+        ("training:\n  eval_beam_sizes: [1, 50]\n", "'training.eval_beam_sizes' must be beam"),
+        ("training:\n  learning_rate: .nan\n", "'training.learning_rate' must be a finite"),
+        ("bot:\n  read_timeout_s: .inf\n", "'bot.read_timeout_s' must be a finite number"),
+        ("bot:\n  token_env: ''\n", "'bot.token_env' must be the name of an environment"),
+        ("bot:\n  base_url: not a url\n", "'bot.base_url' must be an http"),
         ("training:\n  strategy: tpu\n", "'training.strategy' must be 'default' or 'mirrored'"),
         ("decoder:\n  dropout: 1.5\n", "'decoder.dropout' must be at least 0 and below 1"),
         ("bot:\n  batch_wait_ms: -1\n", "'bot.batch_wait_ms' must not be negative"),
@@ -57,6 +63,18 @@ def test_config_path_from_environment(tmp_path, monkeypatch):
 def test_bad_files_are_refused_naming_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_config(_write(tmp_path, text))
+
+
+def test_yaml_errors_and_binary_files_are_one_line(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, "bot: [\n  x: 1\n"))
+    assert "not valid YAML" in str(caught.value) and "at line 3, column 1" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00b\x00o")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(binary)
 
 
 def test_missing_file_is_a_clear_error(tmp_path):

@@ -152,3 +152,14 @@ def test_beam_size_one_is_greedy(model):
     step = StepDecoder(model)
     features = _features(5, seed=5)
     assert beam_search(step, features, 9, beam_size=1) == greedy(step, features, 9)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_a_diverged_model_gives_no_caption_rather_than_an_error(model, beam_size):
+    # Training with a bad learning rate can leave NaN weights: every logit is NaN.
+    step = StepDecoder(model)
+    step.out_bias = np.full_like(step.out_bias, np.nan)
+
+    captions = beam_search(step, _features(2, seed=4), max_length=6, beam_size=beam_size)
+
+    assert captions == [[], []]

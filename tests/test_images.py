@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import pickle
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -345,6 +347,31 @@ def test_file_byte_limit() -> None:
     data = encode(halves(), "PNG")
     assert refusal(data, max_bytes=len(data) - 1).kind == "too_large"
     assert load_image(data, max_bytes=len(data)).shape == (224, 224, 3)
+
+    # Sizes are given in the same megabytes as the limit's own description ("20 MB").
+    error = refusal(data + bytes(21 * 2**20), max_bytes=20 * 2**20)
+    assert "(21 MB; the limit is 20 MB)" in str(error)
+
+
+def test_pillow_warnings_stay_off_stderr(tmp_path: Path) -> None:
+    # Above Pillow's warning threshold (89 million pixels) but below the limit given here:
+    # Pillow would print a DecompressionBombWarning before our own check refuses it. pytest
+    # resets warning filters per test, so a fresh interpreter shows what a user would see.
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bytes(10_000, 10_000))
+    script = (
+        "import sys\n"
+        "from captioner.images import ImageError, load_image\n"
+        "try:\n"
+        "    load_image(sys.argv[1], max_pixels=99_000_000)\n"
+        "except ImageError as err:\n"
+        "    print(err.kind)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(bomb)], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.strip() == "too_large"
+    assert run.stderr == ""
 
 
 def test_missing_path_and_directory(tmp_path: Path) -> None:

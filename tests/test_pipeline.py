@@ -96,6 +96,33 @@ def test_cli_bad_config_key_is_named(tmp_path, capsys):
     assert "caption.beam" in capsys.readouterr().err
 
 
+def test_cli_config_may_follow_the_subcommand(tmp_path, capsys):
+    user = tmp_path / "c.yaml"
+    user.write_text("caption:\n  beam: 3\n")
+    assert main(["caption", "--config", str(user), "x.jpg"]) == 2
+    assert "caption.beam" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["caption", "x.jpg", "--beam", "0"], "--beam: must be from 1 to 20, got 0"),
+        (["caption", "x.jpg", "--beam", "100000"], "--beam: must be from 1 to 20"),
+        (["evaluate", "ckpt", "--limit", "0"], "--limit: must be at least 1, got 0"),
+        (["evaluate", "ckpt", "--beam", "-2"], "--beam: must be from 1 to 20, got -2"),
+        (["train", "--epochs", "0"], "--epochs: must be at least 1"),
+        (["train", "--limit-images", "-1"], "--limit-images: must be at least 1"),
+        (["train", "--epochs", "many"], "'many' is not a whole number"),
+    ],
+)
+def test_cli_refuses_out_of_range_counts_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert message in err and "Traceback" not in err
+
+
 def test_beam_option_gives_a_caption(captioner, photos):
     caption = captioner.caption(photos[0], beam_size=3)
     assert isinstance(caption, Caption) and caption.text
