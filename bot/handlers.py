@@ -7,7 +7,6 @@ micro-batcher, then a plain-text reply to the message that holds the image.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from telegram.ext import ContextTypes
 from bot import messages
 from bot.batcher import Busy, MicroBatcher, UserLimit
 from bot.stats import ServingStats, format_stats
-from bot.telegram_api import Replier, download, typing
+from bot.telegram_api import Replier, download, redact_token, typing
 from captioner.config import BotConfig
 from captioner.errors import CaptionbotError
 from captioner.images import ImageError
@@ -87,6 +86,10 @@ class Handlers:
         """Explain that only images are captioned."""
         await self._answer(update, context, messages.NOT_AN_IMAGE)
 
+    async def hint(self, update: Update, context: Context) -> None:
+        """Point a private chat's text, unknown command or sticker to photos and /help."""
+        await self._answer(update, context, messages.HINT)
+
     async def caption_command(self, update: Update, context: Context) -> None:
         """Caption the photo or image file that /caption replies to, else explain usage."""
         message = update.effective_message
@@ -111,15 +114,14 @@ class Handlers:
         else:
             kind = "internal"
         self.serving_stats.record_error(kind)
-        # PTB changes the case of some error texts, so the token is matched in any case.
-        detail = re.sub(re.escape(context.bot.token), "<token>", str(error), flags=re.IGNORECASE)
+        detail = redact_token(str(error), context.bot.token)
         update_id = update.update_id if isinstance(update, Update) else None
         logger.error(
             "update failed update=%s kind=%s error=%s detail=%r",
             update_id,
             kind,
             type(error).__name__,
-            detail[:300],
+            detail,
         )
         if kind != "telegram" and isinstance(update, Update) and update.effective_message:
             text = str(error) if kind == "refused" else messages.INTERNAL_ERROR

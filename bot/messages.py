@@ -7,12 +7,9 @@ bot's configuration.
 from __future__ import annotations
 
 from captioner.config import BotConfig
+from captioner.images import megabytes
 
-
-def megabytes(n_bytes: int) -> str:
-    """A byte count as people read it: "20 MB", "2.5 MB"."""
-    value = n_bytes / (1024 * 1024)
-    return f"{value:.0f} MB" if value >= 10 or value == int(value) else f"{value:.1f} MB"
+ALBUM_MAX_PHOTOS = 10  # Telegram puts at most this many photos in one album
 
 
 def help_text(config: BotConfig) -> str:
@@ -20,13 +17,20 @@ def help_text(config: BotConfig) -> str:
         "Send me a photo and I reply with a one-sentence caption in English.\n"
         "\n"
         "- Photos, albums and image files (JPEG, PNG, ...) up to "
-        f"{megabytes(config.max_download_bytes)} work.\n"
+        f"{megabytes(config.max_download_bytes)} work; each photo gets its own reply.\n"
         "- Reply /caption to a photo or image file to caption it again.\n"
-        f"- Up to {config.per_user_inflight} of your photos are worked on at a time.\n"
+        f"- Up to {config.per_user_inflight} of your photos are worked on at a time"
+        f"{_album_note(config.per_user_inflight)}; for any more I ask you to send them again.\n"
         "\n"
         "Captions come from a small model trained on Flickr8k photos of people, animals and "
         "places, so they can be wrong."
     )
+
+
+def _album_note(per_user_inflight: int) -> str:
+    if per_user_inflight >= ALBUM_MAX_PHOTOS:
+        return f", so a whole album of {ALBUM_MAX_PHOTOS} fits"
+    return f", so only {per_user_inflight} photos of a bigger album are captioned"
 
 
 def start_text(config: BotConfig) -> str:
@@ -46,9 +50,12 @@ BUSY_QUEUE = "Busy: too many photos are waiting right now. Please try again in a
 DOWNLOAD_FAILED = "I could not download that file from Telegram. Please send it again."
 INTERNAL_ERROR = "Sorry, something went wrong on my side. Please try again later."
 STATS_REFUSED = "Sorry, /stats is only available to the people who run this bot."
+HINT = (
+    "Send me a photo and I reply with a caption that describes it. /help says what else I can do."
+)
 
 
 def too_big(size: int | None, limit: int) -> str:
     """Refusal of a file over the download limit, with both sizes when the size is known."""
-    what = f"That file is {megabytes(size)}" if size else "That file is too big"
+    what = f"That file is {megabytes(size, round_up=True)}" if size else "That file is too big"
     return f"{what}; I can only download files up to {megabytes(limit)}."

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime as dtm
 import logging
+import re
 import warnings
 from collections.abc import AsyncIterator
 
@@ -23,6 +24,13 @@ logger = logging.getLogger(__name__)
 
 TYPING_EVERY_S = 4.5  # Telegram shows "typing" for 5 s after each chat action
 RETRY_READ_TIMEOUT_FACTOR = 4  # the second download attempt waits this much longer
+
+
+def redact_token(text: str, token: str) -> str:
+    """``text`` on one line, at most 300 characters, with the bot token replaced."""
+    # PTB changes the case of some error texts, so the token is matched in any case.
+    text = re.sub(re.escape(token), "<token>", text, flags=re.IGNORECASE)
+    return " ".join(text.split())[:300]
 
 
 class Replier:

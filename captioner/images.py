@@ -42,10 +42,22 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
-def megabytes(n_bytes: int) -> str:
-    """A size as people read it in messages: 20971520 bytes is "20 MB" (binary megabytes)."""
-    value = n_bytes / 2**20
-    return f"{value:.0f} MB" if value >= 10 or value == int(value) else f"{value:.1f} MB"
+MEGABYTE = 2**20  # "MB" in every message means 1,048,576 bytes, as Telegram's "20 MB" does
+
+
+def megabytes(n_bytes: int, *, round_up: bool = False) -> str:
+    """A byte count in binary megabytes as people read it: "20 MB", "2.5 MB", "19.1 MB".
+
+    Whole megabytes show no decimals; others show one, up to 100 MB. ``round_up`` rounds up
+    instead of to the nearest, so a file just over a limit never reads as the limit itself.
+    """
+    tenths = n_bytes * 10
+    # Integer arithmetic, so no float error can round an exact 20 MB up to "20.1 MB".
+    tenths = -(-tenths // MEGABYTE) if round_up else (tenths + MEGABYTE // 2) // MEGABYTE
+    if tenths % 10 == 0 or tenths >= 1000:
+        whole = -(-tenths // 10) if round_up else (tenths + 5) // 10
+        return f"{whole} MB"
+    return f"{tenths // 10}.{tenths % 10} MB"
 
 
 class ImageError(CaptionbotError):
@@ -115,7 +127,7 @@ def load_image(
         if max_bytes is not None and n_bytes > max_bytes:
             raise _refuse(
                 "too_large",
-                f"The file is too large ({megabytes(n_bytes)}; the limit is "
+                f"The file is too large ({megabytes(n_bytes, round_up=True)}; the limit is "
                 f"{megabytes(max_bytes)}).",
                 f"bytes={n_bytes} max_bytes={max_bytes}",
             )

@@ -1,8 +1,9 @@
 """A fake Telegram Bot API server on loopback, for the bot's tests and its load benchmark.
 
 It speaks enough of the Bot API for python-telegram-bot's long polling, file downloads and
-replies, records every request it receives, and can answer with flood control (429) or a slow
-or failed download on demand. Use it as ``async with FakeBotApi() as server: ...``.
+replies, records every request it receives, and can answer with flood control (429), a slow
+or failed download, or a revoked token on demand. Use it as
+``async with FakeBotApi() as server: ...``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,17 @@ class FakeUser:
         return {"id": self.id, "is_bot": False, "first_name": self.first_name}
 
 
+@dataclass(frozen=True)
+class FakeGroup:
+    """A group chat; users' messages sent "in" it reach the bot as group messages."""
+
+    id: int  # negative, as Telegram's group ids are
+    title: str = "Friends"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "group", "title": self.title}
+
+
 @dataclass
 class _StoredFile:
     data: bytes
@@ -62,6 +74,7 @@ class FakeBotApi:
 
     def __init__(self, token: str = TOKEN) -> None:
         self.token = token
+        self.token_revoked = False
         self.calls: list[ApiCall] = []
         self._seq = itertools.count(1)
         self._update_ids = itertools.count(1)
@@ -137,6 +150,7 @@ class FakeBotApi:
         caption: str | None = None,
         media_group_id: str | None = None,
         size: tuple[int, int] = (224, 224),
+        group: FakeGroup | None = None,
     ) -> dict[str, Any]:
         """Queue a compressed photo from ``user``: a thumbnail and the full size, as Telegram."""
         thumb = self.add_file(image, "photos")
@@ -153,7 +167,7 @@ class FakeBotApi:
             content["caption_entities"] = _command_entities(caption)
         if media_group_id is not None:
             content["media_group_id"] = media_group_id
-        return self._push_message(user, content)
+        return self._push_message(user, content, group)
 
     def send_document(
         self,
@@ -164,6 +178,7 @@ class FakeBotApi:
         file_name: str,
         file_size: int | None = None,
         caption: str | None = None,
+        group: FakeGroup | None = None,
     ) -> dict[str, Any]:
         """Queue a file from ``user``; ``file_size`` may claim more than ``data`` holds."""
         document = {**self.add_file(data, "documents"), "file_name": file_name}
@@ -173,10 +188,27 @@ class FakeBotApi:
         content: dict[str, Any] = {"document": document}
         if caption is not None:
             content["caption"] = caption
-        return self._push_message(user, content)
+        return self._push_message(user, content, group)
+
+    def send_sticker(self, user: FakeUser, *, group: FakeGroup | None = None) -> dict[str, Any]:
+        """Queue a (static) sticker from ``user``."""
+        sticker = {
+            **self.add_file(b"RIFF....WEBP", "stickers"),
+            "width": 512,
+            "height": 512,
+            "is_animated": False,
+            "is_video": False,
+            "type": "regular",
+        }
+        return self._push_message(user, {"sticker": sticker}, group)
 
     def send_text(
-        self, user: FakeUser, text: str, *, reply_to: dict[str, Any] | None = None
+        self,
+        user: FakeUser,
+        text: str,
+        *,
+        reply_to: dict[str, Any] | None = None,
+        group: FakeGroup | None = None,
     ) -> dict[str, Any]:
         """Queue a text message (a command when it starts with '/'), maybe as a reply."""
         content: dict[str, Any] = {"text": text}
@@ -185,7 +217,7 @@ class FakeBotApi:
             content["entities"] = entities
         if reply_to is not None:
             content["reply_to_message"] = reply_to
-        return self._push_message(user, content)
+        return self._push_message(user, content, group)
 
     def add_file(self, data: bytes, folder: str) -> dict[str, Any]:
         """Store bytes as a Telegram file; returns its id fields for a PhotoSize or Document."""
@@ -197,6 +229,10 @@ class FakeBotApi:
         return {"file_id": file_id, "file_unique_id": f"U{n:06d}", "file_size": len(data)}
 
     # -- faults -------------------------------------------------------------------------------
+
+    def revoke_token(self) -> None:
+        """Answer every later call with 401, as Telegram does once @BotFather revokes a token."""
+        self.token_revoked = True
 
     def fail_next(
         self,
@@ -267,15 +303,18 @@ class FakeBotApi:
         self._touch()
         return call
 
-    def _push_message(self, user: FakeUser, content: dict[str, Any]) -> dict[str, Any]:
+    def _push_message(
+        self, user: FakeUser, content: dict[str, Any], group: FakeGroup | None = None
+    ) -> dict[str, Any]:
+        private = {"id": user.id, "type": "private", "first_name": user.first_name}
         message = {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
-            "chat": {"id": user.id, "type": "private", "first_name": user.first_name},
+            "chat": group.as_json() if group is not None else private,
             "from": user.as_json(),
             **content,
         }
-        self._messages[(user.id, message["message_id"])] = message
+        self._messages[(message["chat"]["id"], message["message_id"])] = message
         self._updates.append({"update_id": next(self._update_ids), "message": message})
         self._touch()
         return message
@@ -287,7 +326,7 @@ class FakeBotApi:
         except ConnectionResetError:  # the client gave up while sending, e.g. when stopping
             return web.Response(status=400)
         call = self._record(method, params)
-        if request.match_info["token"] != self.token:
+        if request.match_info["token"] != self.token or self.token_revoked:
             status, body = 401, _error(401, "Unauthorized")
         elif self._method_faults.get(method.lower()):
             error = self._method_faults[method.lower()].popleft()

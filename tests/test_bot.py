@@ -6,18 +6,22 @@ checkpoint), queues what users send, and asserts on the requests the server rece
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from fake_bot_api import DOWNLOAD, FakeBotApi, FakeUser
+from fake_bot_api import DOWNLOAD, FakeBotApi, FakeGroup, FakeUser
 
 from bot import messages
-from bot.app import MissingTokenError, build_application, running, serve
+from bot.app import BotStartError, MissingTokenError, build_application, running, serve
 from captioner.config import Config, ConfigError
+from captioner.errors import CaptionbotError
 from captioner.images import ImageError, load_image
 from captioner.pipeline import Captioner
 
@@ -25,6 +29,7 @@ FLICKR8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k"
 ALICE = FakeUser(1001, "Alice")
 BOB = FakeUser(1002, "Bob")
 ADMIN = FakeUser(4242, "Admin")
+FRIENDS = FakeGroup(-100777, "Friends")
 
 pytestmark = pytest.mark.skipif(not FLICKR8K.exists(), reason=f"{FLICKR8K} is not here")
 
@@ -124,6 +129,21 @@ async def test_document_over_limit_is_refused_before_any_download(
     assert server.calls_to("getFile") == [] and server.calls_to(DOWNLOAD) == []
 
 
+async def test_document_a_byte_over_limit_does_not_read_as_the_limit(
+    server: FakeBotApi, start_bot, photos: list[bytes]
+) -> None:
+    limit = 20 * 1024 * 1024
+    async with start_bot(max_download_bytes=limit):
+        message = server.send_document(
+            ALICE, photos[0], mime_type="image/jpeg", file_name="big.jpg", file_size=limit + 1
+        )
+        await server.wait_for_replies([message])
+
+    assert reply_text(server, message) == (
+        "That file is 20.1 MB; I can only download files up to 20 MB."
+    )
+
+
 async def test_non_image_document_is_explained(server: FakeBotApi, start_bot) -> None:
     async with start_bot():
         message = server.send_document(
@@ -174,17 +194,50 @@ async def test_caption_command_without_an_image_explains_usage(
     assert server.calls_to("getFile") == []
 
 
-async def test_album_photos_each_get_their_own_reply(
-    server: FakeBotApi, start_bot, captioner: Captioner, photos: list[bytes]
+async def test_full_album_gets_a_caption_per_photo_with_the_default_limits(
+    server: FakeBotApi, start_bot, photos: list[bytes]
 ) -> None:
-    async with start_bot():
-        album = [server.send_photo(BOB, p, media_group_id="album-1") for p in photos[4:7]]
+    album_photos = photos[: messages.ALBUM_MAX_PHOTOS]  # Telegram's largest album
+    async with start_bot():  # the per-user limit and queue size of config.yaml
+        album = [server.send_photo(BOB, p, media_group_id="album-1") for p in album_photos]
         await server.wait_for_replies(album)
 
-    for message in album:
-        assert reply_text(server, message)  # exactly one, non-empty
-        assert server.replies_to(message)[0].params["chat_id"] == BOB.id
-    assert len(server.calls_to("getFile")) == 3
+    texts = [reply_text(server, m) for m in album]  # exactly one reply each
+    assert all(t and t not in (messages.BUSY_USER, messages.BUSY_QUEUE) for t in texts)
+    assert all(server.replies_to(m)[0].params["chat_id"] == BOB.id for m in album)
+    assert len(server.calls_to("getFile")) == len(album_photos)
+
+
+async def test_private_text_unknown_command_and_sticker_get_a_hint(
+    server: FakeBotApi, start_bot
+) -> None:
+    async with start_bot():
+        sent = [
+            server.send_text(ALICE, "hello"),
+            server.send_text(ALICE, "/unknown"),
+            server.send_sticker(ALICE),
+        ]
+        help_ = server.send_text(ALICE, "/help")
+        await server.wait_for_replies([*sent, help_])
+
+    assert [reply_text(server, m) for m in sent] == [messages.HINT] * 3
+    assert "/help" in messages.HINT and "photo" in messages.HINT
+    assert reply_text(server, help_) != messages.HINT  # known commands keep their handler
+
+
+async def test_group_text_unknown_command_and_sticker_get_no_reply(
+    server: FakeBotApi, start_bot
+) -> None:
+    async with start_bot():
+        server.send_text(ALICE, "hello everyone", group=FRIENDS)
+        server.send_text(BOB, "/unknown", group=FRIENDS)
+        server.send_sticker(BOB, group=FRIENDS)
+        private = server.send_text(ALICE, "hello")
+        await server.wait_for_replies([private])
+    # The bot stopped only after every update had been handled, so none is still to come.
+
+    assert [c for c in server.calls_to("sendMessage") if c.params["chat_id"] == FRIENDS.id] == []
+    assert reply_text(server, private) == messages.HINT
 
 
 async def test_stats_for_admin_shows_checkpoint_and_live_figures(
@@ -348,3 +401,81 @@ def test_serve_without_token_names_the_variable(
     ):
         serve(config)  # fails before loading any model or touching the network
     assert issubclass(MissingTokenError, ConfigError)  # the CLI prints these without traceback
+
+
+@contextlib.contextmanager
+def server_in_thread(**bot_settings: object) -> Iterator[FakeBotApi]:
+    """The fake Bot API on its own event loop, for code that runs its own (``serve``)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-bot-api", daemon=True)
+    thread.start()
+    server = FakeBotApi()
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def config_for(config: Config, base_url: str, base_file_url: str) -> Config:
+    bot_config = dataclasses.replace(config.bot, base_url=base_url, base_file_url=base_file_url)
+    return dataclasses.replace(config, bot=bot_config)
+
+
+@pytest.fixture
+def no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make loading the captioner fail loudly: a bad start must be found before it."""
+
+    def refuse(*args: object, **kwargs: object) -> Captioner:
+        raise AssertionError("serve loaded the model before checking the Bot API")
+
+    monkeypatch.setattr(Captioner, "from_checkpoint", refuse)
+
+
+@pytest.mark.parametrize("case", ["wrong", "revoked"])
+def test_serve_with_a_rejected_token_says_so_in_one_line_without_it(
+    case: str,
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    no_model_load: None,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bot")
+    with server_in_thread() as server:
+        token = "1:wrong" if case == "wrong" else server.token
+        if case == "revoked":
+            server.revoke_token()
+        monkeypatch.setenv(config.bot.token_env, token)
+
+        with pytest.raises(BotStartError) as refusal:
+            serve(config_for(config, server.base_url, server.base_file_url))
+
+        assert [c.status for c in server.calls_to("getMe")] == [401]
+    text = str(refusal.value)
+    assert f"the Bot API server at {server.base_url} rejected the token in " in text
+    assert config.bot.token_env in text and "\n" not in text
+    assert token not in text and "wrong" not in text
+    assert refusal.value.__cause__ is None and refusal.value.__suppress_context__
+    assert isinstance(refusal.value, CaptionbotError)  # the CLI prints it as one line, exit 2
+    assert all(token not in r.getMessage() for r in caplog.records)
+
+
+def test_serve_with_the_bot_api_unreachable_names_the_address(
+    config: Config, monkeypatch: pytest.MonkeyPatch, no_model_load: None
+) -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base_url = f"http://127.0.0.1:{port}/bot"
+    monkeypatch.setenv(config.bot.token_env, "123:secret-token")
+
+    with pytest.raises(BotStartError) as refusal:
+        serve(config_for(config, base_url, f"http://127.0.0.1:{port}/file/bot"))
+
+    text = str(refusal.value)
+    assert text.startswith(f"cannot reach the Bot API at {base_url}: ")
+    assert len(text) > len(f"cannot reach the Bot API at {base_url}: ")  # with a reason
+    assert "secret-token" not in text and "\n" not in text

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.images import ImageError, load_image, load_images
+from captioner.images import ImageError, load_image, load_images, megabytes
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -349,8 +349,27 @@ def test_file_byte_limit() -> None:
     assert load_image(data, max_bytes=len(data)).shape == (224, 224, 3)
 
     # Sizes are given in the same megabytes as the limit's own description ("20 MB").
-    error = refusal(data + bytes(21 * 2**20), max_bytes=20 * 2**20)
+    error = refusal(data + bytes(21 * 2**20 - len(data)), max_bytes=20 * 2**20)
     assert "(21 MB; the limit is 20 MB)" in str(error)
+    just_over = refusal(data + bytes(20 * 2**20 - len(data) + 1), max_bytes=20 * 2**20)
+    assert "(20.1 MB; the limit is 20 MB)" in str(just_over)
+
+
+@pytest.mark.parametrize(
+    ("n_bytes", "nearest", "up"),
+    [
+        (20 * 2**20, "20 MB", "20 MB"),  # config.yaml's 20971520: Telegram's "20 MB"
+        (20 * 2**20 + 1, "20 MB", "20.1 MB"),
+        (25 * 2**20, "25 MB", "25 MB"),
+        (5 * 2**19, "2.5 MB", "2.5 MB"),
+        (20_000_000, "19.1 MB", "19.1 MB"),  # a decimal "20 MB" is under the binary 20 MB
+        (10 * 2**20 - 1, "10 MB", "10 MB"),
+        (150 * 2**20 + 1, "150 MB", "151 MB"),
+    ],
+)
+def test_megabytes_are_binary_with_at_most_one_decimal(n_bytes: int, nearest: str, up: str):
+    assert megabytes(n_bytes) == nearest
+    assert megabytes(n_bytes, round_up=True) == up
 
 
 def test_pillow_warnings_stay_off_stderr(tmp_path: Path) -> None:
