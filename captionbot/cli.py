@@ -24,9 +24,12 @@ def _import_tensorflow_quietly() -> None:
 
     TensorFlow's C++ side prints CUDA probing lines before its own log settings apply; they
     mean nothing to a user on a CPU machine. Python errors raised here still reach the user,
-    since stderr is restored before they propagate.
+    since stderr is restored before they propagate. Later C++ log lines are kept off too
+    (level 3), such as oneDNN's note that it falls back to Eigen for boolean tensors: every
+    real failure still reaches the user as a Python exception. Set TF_CPP_MIN_LOG_LEVEL=0 to
+    see them all.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import keras
 
 from captioner import decoder as decoder_layers
-from captioner.atomic import write_text_atomic
+from captioner.atomic import make_temp_dir, write_text_atomic
 from captioner.errors import CaptionbotError
 from captioner.vocabulary import Vocabulary
 
@@ -102,7 +103,7 @@ def save_checkpoint(
     if manifest.get("vocabulary", {}).get("sha256") != vocabulary.sha256():
         raise CheckpointError("manifest's vocabulary hash does not match the vocabulary")
 
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    tmp = make_temp_dir(path.parent, prefix=f".{path.name}.tmp-")
     try:
         model.save(tmp / MODEL_FILE)
         vocabulary.save(tmp / VOCABULARY_FILE)
@@ -141,6 +142,11 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     for key in ("encoder", "max_length", "vocabulary", "decoder"):
         if key not in manifest:
             raise CheckpointError(f"{manifest_path} lacks the key '{key}'")
+    for key in ("encoder", "vocabulary", "decoder", "data", "training", "metrics"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            raise CheckpointError(
+                f"{manifest_path}: '{key}' must be a mapping, not {type(manifest[key]).__name__}"
+            )
     return manifest
 
 
@@ -160,7 +166,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     expected_size = manifest["vocabulary"].get("size")
     if vocabulary.size != expected_size:
         raise CheckpointError(
-            f"vocabulary has {vocabulary.size} words but the manifest says {expected_size}"
+            f"vocabulary has {vocabulary.size} words but the manifest says {expected_size!r}"
         )
     if vocabulary.sha256() != manifest["vocabulary"].get("sha256"):
         raise CheckpointError("vocabulary file does not match the manifest's sha256")
@@ -171,10 +177,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"manifest max_length must be a positive integer, not {max_length!r}"
         )
 
+    model_path = path / MODEL_FILE
+    if not model_path.is_file():
+        raise CheckpointError(f"{path} has no {MODEL_FILE}")
+    if not zipfile.is_zipfile(model_path):
+        # Keras reports a damaged archive as "File not found", which misleads.
+        raise CheckpointError(f"{model_path} is damaged: not a complete Keras archive")
     try:
-        model = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
+        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises many types for a damaged or foreign file.
-        raise CheckpointError(f"cannot load {path / MODEL_FILE}: {err}") from None
+        raise CheckpointError(f"cannot load {model_path}: {err}") from None
 
     try:
         sizes = decoder_layers.decoder_sizes(model)

@@ -108,8 +108,10 @@ def _mask(logits: np.ndarray, histories: list[list[int]]) -> np.ndarray:
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    # A row with no possible word (all -inf) comes out NaN, which beam search skips.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def greedy(step_decoder: StepDecoder, features: np.ndarray, max_length: int) -> list[list[int]]:

@@ -100,7 +100,32 @@ def test_bad_max_length_is_refused(ckpt):
 
 def test_damaged_model_file_is_refused(ckpt):
     (ckpt / MODEL_FILE).write_bytes(b"not a keras file")
-    with pytest.raises(CheckpointError, match="cannot load"):
+    with pytest.raises(CheckpointError, match="is damaged"):
+        load_checkpoint(ckpt)
+
+
+def test_truncated_and_missing_model_files_say_so(ckpt):
+    data = (ckpt / MODEL_FILE).read_bytes()
+    (ckpt / MODEL_FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="decoder.keras is damaged"):
+        load_checkpoint(ckpt)
+
+    (ckpt / MODEL_FILE).unlink()
+    with pytest.raises(CheckpointError, match="has no decoder.keras"):
+        load_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize("key", ["encoder", "vocabulary", "decoder", "metrics"])
+def test_manifest_entries_that_are_not_mappings_are_refused(ckpt, key):
+    _edit_manifest(ckpt, **{key: "squeezenet"})
+    with pytest.raises(CheckpointError, match=f"'{key}' must be a mapping, not str"):
+        load_checkpoint(ckpt)
+
+
+def test_vocabulary_size_of_the_wrong_type_is_shown_as_such(ckpt):
+    size = load_checkpoint(ckpt).vocabulary.size
+    _edit_manifest(ckpt, vocabulary__size=str(size))
+    with pytest.raises(CheckpointError, match=f"manifest says '{size}'"):
         load_checkpoint(ckpt)
 
 

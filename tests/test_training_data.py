@@ -100,6 +100,14 @@ def test_missing_token_file_and_image_folder_are_clear_errors(tmp_path):
         load_splits(moved)
 
 
+@pytest.mark.parametrize("limit", [0, -1])
+def test_an_image_limit_below_one_is_refused(tmp_path, limit):
+    paths = _write_layout(tmp_path)
+    with pytest.raises(DatasetError, match=f"image limit must be at least 1, not {limit}"):
+        load_splits(paths, limit_images=limit)
+    assert load_splits(paths, limit_images=1)["train"].images == ["a.jpg"]
+
+
 @needs_shared(FLICKR8K)
 def test_real_token_file_has_one_malformed_id_and_full_splits(config):
     paths = DatasetPaths.from_config(config.data)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,7 +94,7 @@ def test_two_epoch_run_writes_a_loadable_checkpoint_with_metrics(small_config, c
     assert (run_dir / "history.csv").read_text().splitlines()[0].startswith("epoch,train_loss")
     for name in ("history.png", "bleu.png"):
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (run_dir / "evaluation" / "checkpoint-test-beam1.csv").exists()
+    assert (run_dir / "evaluation" / "two-epochs-checkpoint-test-beam1.csv").exists()
 
     # The saved checkpoint reproduces the dev figures the run recorded for its best epoch.
     dev = evaluate_checkpoint(
@@ -236,3 +237,26 @@ def test_early_stopping_keeps_the_best_epoch_and_stays_stopped_on_resume(small_c
 
     again = train(frozen, epochs=10, run_dir=run_dir, resume=True, **common)
     assert again.epochs == 2 and again.history == result.history
+
+    # The state holds epoch 2's weights, not the best epoch's: a lost checkpoint is an error.
+    shutil.rmtree(result.checkpoint)
+    state = (run_dir / STATE_FILE).read_bytes()
+    with pytest.raises(TrainingError, match=r"its checkpoint .*checkpoint is missing"):
+        train(frozen, epochs=10, run_dir=run_dir, resume=True, **common)
+    assert not result.checkpoint.exists() and (run_dir / STATE_FILE).read_bytes() == state
+
+
+def test_a_lost_checkpoint_of_the_last_epoch_is_written_again_on_resume(small_config, cache_dir):
+    run_dir = small_config.training.run_dir.parent / "lost"
+    common = dict(
+        limit_images=LIMIT, cache_dir=cache_dir, bleu_every=0, evaluate_test=False, progress=False
+    )
+    result = train(small_config, epochs=1, run_dir=run_dir, **common)
+    saved = load_checkpoint(result.checkpoint)
+    shutil.rmtree(result.checkpoint)
+
+    again = train(small_config, epochs=1, run_dir=run_dir, resume=True, **common)
+    rewritten = load_checkpoint(again.checkpoint)
+    assert rewritten.manifest == saved.manifest
+    for a, b in zip(saved.model.weights, rewritten.model.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import time
 import warnings
@@ -29,6 +30,7 @@ from nltk.translate.bleu_score import (
 from captioner.checkpoint import load_checkpoint, update_manifest_metrics
 from captioner.config import Config
 from captioner.decoding import StepDecoder, beam_search, greedy
+from captioner.errors import CaptionbotError
 from captioner.vocabulary import SPECIAL_TOKENS, Vocabulary
 from training.batches import CaptionSet, batch_order, encode_captions, iterate_batches
 from training.cleaning import clean_caption
@@ -51,6 +53,10 @@ SENTENCE_SMOOTHING = "nltk method1 (epsilon 0.1 added to zero n-gram counts)"
 _SMOOTHING = SmoothingFunction().method1
 
 DECODE_BATCH = 256
+
+
+class EvaluationError(CaptionbotError):
+    """An evaluation that cannot be run as asked; the message says what to change."""
 
 
 def strip_special(words: Sequence[str]) -> list[str]:
@@ -263,6 +269,23 @@ def manifest_bleu(result: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def captions_file_name(checkpoint_path: Path, split: str, beam_size: int) -> str:
+    """File name of a checkpoint's per-image CSV, e.g. "squeezenet-checkpoint-test-beam3.csv".
+
+    The name of the checkpoint's parent folder comes first: every trained checkpoint is a
+    folder named "checkpoint" inside its run dir, so its own name alone would collide.
+    """
+    path = Path(checkpoint_path)
+    stem = "-".join(part for part in (path.parent.name, path.name) if part)
+    return f"{stem}-{split}-beam{beam_size}.csv"
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def evaluate_checkpoint(
     checkpoint_path: str | Path,
     config: Config,
@@ -296,8 +319,17 @@ def evaluate_checkpoint(
 
     Returns:
         ``{"split", "images", "beam", "bleu1".."bleu4", "loss", "accuracy",
-        "captions_file", "checkpoint"}``.
+        "captions_file", "checkpoint"}``; a figure that cannot be measured is None, never NaN
+        (which is not JSON).
+
+    Raises:
+        EvaluationError: a limit or beam size below 1, or a split without usable images.
+        CheckpointError, DatasetError: the checkpoint or the dataset cannot be read.
     """
+    if limit is not None and limit < 1:
+        raise EvaluationError(f"--limit must be at least 1 image, not {limit}")
+    if beam_size < 1:
+        raise EvaluationError(f"--beam must be at least 1 (1 is greedy), not {beam_size}")
     checkpoint = load_checkpoint(checkpoint_path)
     manifest = checkpoint.manifest
     data = load_splits(DatasetPaths.from_config(config.data), [split], limit_images=limit)[split]
@@ -317,11 +349,15 @@ def evaluate_checkpoint(
             split,
             len(data.images) - len(images),
         )
+    if not images:
+        # Scoring nothing would replace the per-image file of an earlier evaluation with an
+        # empty one.
+        raise EvaluationError(f"split '{split}' has no usable images (see the warnings above)")
     features = store.get(images)  # (N, D)
 
     if captions_dir is None:
         captions_dir = Path(config.training.run_dir).parent / "evaluation"
-    captions_file = Path(captions_dir) / f"{checkpoint.path.name}-{split}-beam{beam_size}.csv"
+    captions_file = Path(captions_dir) / captions_file_name(checkpoint.path, split, beam_size)
     result = bleu_for_split(
         checkpoint.model,
         checkpoint.vocabulary,
@@ -335,7 +371,9 @@ def evaluate_checkpoint(
     captions = encode_captions(
         data.captions, images, features, checkpoint.vocabulary, checkpoint.max_length
     )
-    next_word = next_word_metrics(checkpoint.model, captions)
+    next_word = {
+        k: _finite_or_none(v) for k, v in next_word_metrics(checkpoint.model, captions).items()
+    }
     result.update(loss=next_word["loss"], accuracy=next_word["accuracy"])
 
     if update_manifest and limit is None:

@@ -146,9 +146,12 @@ def load_splits(
         One ``SplitData`` per split name.
 
     Raises:
-        DatasetError: an unknown split name, a missing split or token file, or a missing
-            image folder.
+        DatasetError: an unknown split name, a missing split or token file, a missing
+            image folder, or a limit below 1.
     """
+    if limit_images is not None and limit_images < 1:
+        # A slice such as [:-3] would quietly keep all but the last images.
+        raise DatasetError(f"the image limit must be at least 1, not {limit_images}")
     splits = list(splits)
     for split in splits:
         if split not in paths.splits:

@@ -14,7 +14,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +27,17 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from captioner.checkpoint import build_manifest, save_checkpoint, update_manifest_metrics
+from captioner.checkpoint import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    VOCABULARY_FILE,
+    build_manifest,
+    save_checkpoint,
+    update_manifest_metrics,
+)
 from captioner.config import Config, TrainingConfig
 from captioner.decoder import build_decoder
+from captioner.encoders import ENCODERS
 from captioner.errors import CaptionbotError
 from captioner.vocabulary import Vocabulary
 from training.batches import (
@@ -59,6 +70,12 @@ EVAL_BATCH = 256
 
 class TrainingError(CaptionbotError):
     """A run that cannot start or resume as asked; the message says what to change."""
+
+
+def _new_state() -> dict[str, Any]:
+    """The progress of a run before its first epoch; a saved state holds the same keys."""
+    return {"epoch": 0, "history": [], "best_epoch": 0, "best_dev_loss": None, "bad_epochs": 0,
+            "stopped_early": False, "test_bleu": {}, "test_bleu_epoch": 0}  # fmt: skip
 
 
 @dataclass
@@ -194,76 +211,90 @@ def train(
         The run's result, with the checkpoint path and its test BLEU.
 
     Raises:
-        TrainingError: the run dir holds another run (without ``resume``), or a run that
-            does not match these settings (with ``resume``).
+        TrainingError: epochs, limit_images or the encoder name cannot make a run; the run
+            dir is a file or cannot be created; it holds another run (without ``resume``),
+            or one whose state is unreadable, whose settings differ or whose checkpoint is
+            lost (with ``resume``). A run dir created here is removed again while empty.
         DatasetError: the dataset's files cannot be read.
     """
     started = time.perf_counter()
     settings = config.training
     encoder_name = encoder_name or config.encoder.name
     epochs = epochs if epochs is not None else settings.epochs
+    _check_arguments(encoder_name, epochs, limit_images, bleu_every)
     run_dir = Path(run_dir if run_dir is not None else settings.run_dir)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(config)
+    _check_run_dir(run_dir)
     state_path = run_dir / STATE_FILE
     if state_path.exists() and not resume:
         raise TrainingError(
             f"{run_dir} already holds a training run; pass --resume to continue it, or choose "
             f"another --run-dir"
         )
-    if resume and not state_path.exists():
+    saved = None
+    if resume and state_path.exists():
+        # Read before the data: a damaged state is reported before minutes of extraction.
+        saved = _read_state(state_path)
+    elif resume:
         logger.info("nothing to resume run_dir=%s; starting a new run", run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
-    data = prepare_data(config, encoder_name, cache_dir, limit_images, progress)
-    fingerprint = _fingerprint(data, config, encoder_name)
-    strategy = make_strategy(settings.strategy)
-    keras.utils.set_random_seed(settings.seed)
-    with strategy.scope():
-        model = build_decoder(
-            data.vocabulary.size,
-            data.store.feature_dim,
-            embedding_dim=config.decoder.embedding_dim,
-            units=config.decoder.units,
-            dropout=config.decoder.dropout,
-        )
-        optimizer = keras.optimizers.Adam(learning_rate=settings.learning_rate)
-        optimizer.build(model.trainable_variables)
+    with _run_dir_removed_if_unused(run_dir):
+        data = prepare_data(config, encoder_name, cache_dir, limit_images, progress)
+        fingerprint = _fingerprint(data, config, encoder_name)
+        strategy = make_strategy(settings.strategy)
+        keras.utils.set_random_seed(settings.seed)
+        with strategy.scope():
+            model = build_decoder(
+                data.vocabulary.size,
+                data.store.feature_dim,
+                embedding_dim=config.decoder.embedding_dim,
+                units=config.decoder.units,
+                dropout=config.decoder.dropout,
+            )
+            optimizer = keras.optimizers.Adam(learning_rate=settings.learning_rate)
+            optimizer.build(model.trainable_variables)
 
-    state = {"epoch": 0, "history": [], "best_epoch": 0, "best_dev_loss": None, "bad_epochs": 0,
-             "stopped_early": False, "test_bleu": {}, "test_bleu_epoch": 0}  # fmt: skip
-    if state_path.exists():
-        state = _load_state(state_path, model, optimizer, fingerprint)
-        logger.info("run resumed run_dir=%s completed_epochs=%d", run_dir, state["epoch"])
+        state = _new_state()
+        checkpoint_path = run_dir / CHECKPOINT_DIR
+        if saved is not None:
+            state = _apply_state(state_path, saved, model, optimizer, fingerprint)
+            logger.info("run resumed run_dir=%s completed_epochs=%d", run_dir, state["epoch"])
+            if _restore_checkpoint(checkpoint_path, state, model, data, config, encoder_name,
+                                   limit_images):  # fmt: skip
+                _save_state(state_path, model, optimizer, fingerprint, state)
 
-    checkpoint_path = run_dir / CHECKPOINT_DIR
-    fitter = Fitter(model, optimizer, strategy, data.store.feature_dim)
-    scorer = NextWordScorer(model)
-    while not state["stopped_early"] and state["epoch"] < epochs:
-        epoch = state["epoch"] + 1
-        record = _run_epoch(fitter, scorer, data, settings, epoch, epochs, bleu_every, progress)
+        fitter = Fitter(model, optimizer, strategy, data.store.feature_dim)
+        scorer = NextWordScorer(model)
+        while not state["stopped_early"] and state["epoch"] < epochs:
+            epoch = state["epoch"] + 1
+            record = _run_epoch(
+                fitter, scorer, data, settings, epoch, epochs, bleu_every, progress
+            )
 
-        # Keep the epoch with the lowest dev loss; stop after `patience` epochs without one.
-        record["best"] = (
-            state["best_dev_loss"] is None or record["dev_loss"] < state["best_dev_loss"]
-        )
-        if record["best"]:
-            state.update(best_epoch=epoch, best_dev_loss=record["dev_loss"], bad_epochs=0)
-            _save_best(checkpoint_path, model, data, config, encoder_name, limit_images, record)
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        state["history"].append(record)
-        state["stopped_early"] = 0 < settings.patience <= state["bad_epochs"]
+            # Keep the epoch with the lowest dev loss; stop after `patience` epochs without one.
+            record["best"] = (
+                state["best_dev_loss"] is None or record["dev_loss"] < state["best_dev_loss"]
+            )
+            if record["best"]:
+                state.update(best_epoch=epoch, best_dev_loss=record["dev_loss"], bad_epochs=0)
+                _save_best(
+                    checkpoint_path, model, data, config, encoder_name, limit_images, record
+                )
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch
+            state["history"].append(record)
+            state["stopped_early"] = 0 < settings.patience <= state["bad_epochs"]
 
-        # The checkpoint is written before the state: a crash in between repeats the epoch.
-        _save_state(state_path, model, optimizer, fingerprint, state)
-        write_history(run_dir, state["history"])
-        if progress:
-            print(_epoch_line(record, epochs), flush=True)
-        else:
-            logger.info("epoch done %s", _epoch_line(record, epochs))
-        if on_epoch_end is not None:
-            on_epoch_end(record)
+            # The checkpoint is written before the state: a crash in between repeats the epoch.
+            _save_state(state_path, model, optimizer, fingerprint, state)
+            write_history(run_dir, state["history"])
+            if progress:
+                print(_epoch_line(record, epochs), flush=True)
+            else:
+                logger.info("epoch done %s", _epoch_line(record, epochs))
+            if on_epoch_end is not None:
+                on_epoch_end(record)
 
     if state["best_epoch"] == 0:
         raise TrainingError("no epoch was trained (epochs must be at least 1)")
@@ -299,6 +330,61 @@ def train(
         history=state["history"],
         test_bleu=state["test_bleu"],
     )
+
+
+def _check_arguments(
+    encoder_name: str, epochs: int, limit_images: int | None, bleu_every: int
+) -> None:
+    """Refuse settings that cannot make a run, before anything is loaded or created."""
+    if encoder_name not in ENCODERS:
+        known = ", ".join(sorted(ENCODERS))
+        raise TrainingError(f"unknown encoder '{encoder_name}' (known: {known})")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise TrainingError(f"epochs must be a whole number of at least 1, not {epochs!r}")
+    if limit_images is not None and limit_images < 1:
+        raise TrainingError(f"--limit-images must be at least 1, not {limit_images}")
+    if bleu_every < 0:
+        raise TrainingError(f"bleu_every must be 0 (never) or more, not {bleu_every}")
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """Refuse a run dir that is a file, or that lies below one."""
+    folder = run_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.is_dir():
+        return
+    if folder == run_dir:
+        raise TrainingError(f"the run dir {run_dir} is a file; choose another --run-dir")
+    raise TrainingError(
+        f"cannot create the run dir {run_dir}: {folder} is a file; choose another --run-dir"
+    )
+
+
+@contextmanager
+def _run_dir_removed_if_unused(run_dir: Path) -> Iterator[None]:
+    """Create ``run_dir``; if the block fails, remove the folders created here still empty.
+
+    A run refused or interrupted before its first write then leaves nothing behind.
+    """
+    created = []
+    folder = run_dir
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)  # deepest first
+        folder = folder.parent
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TrainingError(f"cannot create the run dir {run_dir}: {err.strerror}") from None
+    try:
+        yield
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: something was written there, which must stay
+                break
+        raise
 
 
 def _run_epoch(
@@ -552,31 +638,100 @@ def _save_state(
     os.replace(tmp, path)
 
 
-def _load_state(
+def _read_state(path: Path) -> dict[str, Any]:
+    """Progress and arrays of a saved state, read whole, or a TrainingError if it is damaged.
+
+    Returns:
+        ``{"meta": progress with its "fingerprint", "arrays": name -> array}``.
+    """
+
+    def unreadable(why: str) -> TrainingError:
+        return TrainingError(
+            f"cannot resume: {path} is unreadable ({why}); remove {path.parent} to start the "
+            f"run over, or train into another --run-dir"
+        )
+
+    try:
+        with np.load(path) as saved:
+            arrays = {key: saved[key] for key in saved.files}
+        meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
+    # np.load raises these for a truncated archive, a foreign file (it refuses pickles) and
+    # a damaged member; a plain .npy file is no archive and has no context manager. Their
+    # texts are left out: numpy's advice to load pickles unsafely is not for this file.
+    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile,
+            zlib.error) as err:  # fmt: skip
+        raise unreadable(f"damaged or not a training state: {type(err).__name__}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("fingerprint"), dict):
+        raise unreadable("it holds no run settings")
+    if not isinstance(meta.get("epoch"), int) or not isinstance(meta.get("history"), list):
+        raise unreadable("it holds no progress")
+    return {"meta": meta, "arrays": arrays}
+
+
+def _apply_state(
     path: Path,
+    saved: dict[str, Any],
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer,
     fingerprint: dict[str, Any],
 ) -> dict[str, Any]:
-    with np.load(path) as saved:
-        meta = json.loads(saved["meta"].tobytes().decode("utf-8"))
-        stored = meta.pop("fingerprint")
-        changed = [key for key in fingerprint if stored.get(key) != fingerprint[key]]
-        if changed:
-            details = ", ".join(f"{k}: {stored.get(k)!r} -> {fingerprint[k]!r}" for k in changed)
-            raise TrainingError(
-                f"cannot resume the run in {path.parent}: its settings differ ({details}); "
-                f"start a new run in another --run-dir"
-            )
-        model_count = sum(1 for key in saved.files if key.startswith("model_"))
-        optimizer_count = sum(1 for key in saved.files if key.startswith("optimizer_"))
-        if model_count != len(model.variables) or optimizer_count != len(optimizer.variables):
+    """Check a read state against this run, load its weights; return its progress."""
+    meta = dict(saved["meta"])
+    arrays = saved["arrays"]
+    stored = meta.pop("fingerprint")
+    changed = [key for key in fingerprint if stored.get(key) != fingerprint[key]]
+    if changed:
+        details = ", ".join(f"{k}: {stored.get(k)!r} -> {fingerprint[k]!r}" for k in changed)
+        raise TrainingError(
+            f"cannot resume the run in {path.parent}: its settings differ ({details}); "
+            f"start a new run in another --run-dir"
+        )
+    model_count = sum(1 for key in arrays if key.startswith("model_"))
+    optimizer_count = sum(1 for key in arrays if key.startswith("optimizer_"))
+    if model_count != len(model.variables) or optimizer_count != len(optimizer.variables):
+        raise TrainingError(f"{path} does not fit this model; start a new run")
+    pairs = [(v, arrays[f"model_{i}"]) for i, v in enumerate(model.variables)]
+    pairs += [(v, arrays[f"optimizer_{i}"]) for i, v in enumerate(optimizer.variables)]
+    for variable, value in pairs:
+        if tuple(variable.shape) != value.shape:
             raise TrainingError(f"{path} does not fit this model; start a new run")
-        for i, variable in enumerate(model.variables):
-            variable.assign(saved[f"model_{i}"])
-        for i, variable in enumerate(optimizer.variables):
-            variable.assign(saved[f"optimizer_{i}"])
-    return meta
+    for variable, value in pairs:
+        variable.assign(value)
+    return {**_new_state(), **meta}
+
+
+def _restore_checkpoint(
+    path: Path,
+    state: dict[str, Any],
+    model: keras.Model,
+    data: TrainingData,
+    config: Config,
+    encoder_name: str,
+    limit_images: int | None,
+) -> bool:
+    """Make sure a resumed run still has its best checkpoint, rewriting it when possible.
+
+    The state holds the weights of the last epoch only, so a lost checkpoint can be written
+    again only when the last epoch was the best one. Returns whether it was rewritten (the
+    state then changed: its test figures no longer describe a checkpoint).
+    """
+    files = (MODEL_FILE, VOCABULARY_FILE, MANIFEST_FILE)
+    if state["best_epoch"] == 0 or all((path / name).is_file() for name in files):
+        return False
+    best = state["best_epoch"]
+    record = next((r for r in state["history"] if r.get("epoch") == best), None)
+    if best != state["epoch"] or record is None:
+        raise TrainingError(
+            f"cannot resume the run in {path.parent}: its checkpoint {path} is missing or "
+            f"incomplete, and {STATE_FILE} holds epoch {state['epoch']}, not the best epoch "
+            f"{best}; remove {path.parent} to start the run over, or train into another "
+            f"--run-dir"
+        )
+    logger.warning("checkpoint missing path=%s rewritten_from_epoch=%d", path, best)
+    _save_best(path, model, data, config, encoder_name, limit_images, record)
+    # The rewritten manifest has no test figures yet.
+    state["test_bleu_epoch"] = 0
+    return True
 
 
 def _epoch_line(record: dict[str, Any], epochs: int) -> str:
