@@ -175,6 +175,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any], prefix: str = "") -> 
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{dotted}' must be a mapping")
             merged[key] = _merge(base[key], value, f"{dotted}.")
+        elif _is_free_mapping(dotted) and isinstance(value, dict):
+            merged[key] = {**base[key], **value}  # a new split joins train, dev and test
         else:
             merged[key] = value
     return merged
@@ -262,6 +264,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
         lambda v: all(1 <= b <= MAX_BEAM_SIZE for b in v),
         f"beam sizes from 1 to {MAX_BEAM_SIZE}",
     ),
+    "training.seed": (lambda v: 0 <= v < 2**32, "from 0 to 4294967295 (2**32 - 1)"),
     "bot.token_env": (lambda v: bool(v.strip()), "the name of an environment variable"),
     "bot.base_url": (lambda v: v.startswith(("http://", "https://")), "an http(s) address"),
     "bot.base_file_url": (lambda v: v.startswith(("http://", "https://")), "an http(s) address"),

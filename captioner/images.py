@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,6 +25,10 @@ logger = logging.getLogger(__name__)
 
 # Fallback for callers that do not pass `images.max_pixels` from config.yaml (the source).
 DEFAULT_MAX_PIXELS = 40_000_000
+
+# Most bytes read from a pipe or device when the caller sets no byte limit (/dev/zero never
+# ends); a 40-megapixel photo is well under it.
+STREAM_MAX_BYTES = 256 * 2**20
 
 # Pillow plugins allowed to open an input ("JPEG" also opens MPO, the format of many phone
 # photos). A short list keeps exotic decoders (EPS runs Ghostscript) away from untrusted bytes.
@@ -117,7 +122,7 @@ def load_image(
         stream: BinaryIO = io.BytesIO(bytes(source))
         n_bytes = len(stream.getbuffer())
     elif isinstance(source, (str, os.PathLike)):
-        stream, n_bytes = _open_file(Path(source))
+        stream, n_bytes = _open_file(Path(source), max_bytes)
     else:
         raise TypeError(f"source must be bytes or a path, got {type(source).__name__}")
 
@@ -125,12 +130,7 @@ def load_image(
         if n_bytes == 0:
             raise _refuse("empty", "The file is empty.", "0 bytes")
         if max_bytes is not None and n_bytes > max_bytes:
-            raise _refuse(
-                "too_large",
-                f"The file is too large ({megabytes(n_bytes, round_up=True)}; the limit is "
-                f"{megabytes(max_bytes)}).",
-                f"bytes={n_bytes} max_bytes={max_bytes}",
-            )
+            raise _too_many_bytes(n_bytes, max_bytes)
         with _open_image(stream, max_pixels) as image:
             return _decode(image, height, width, max_pixels)
 
@@ -152,14 +152,39 @@ def load_images(
     return results
 
 
-def _open_file(path: Path) -> tuple[BinaryIO, int]:
+def _open_file(path: Path, max_bytes: int | None) -> tuple[BinaryIO, int]:
+    """Open a file for decoding: a regular file as it is, anything else read into memory.
+
+    A pipe or device (``<(cat photo.jpg)``, ``/dev/stdin``) reports no size, so it is read
+    whole, at most one byte past the limit, and its real length is what counts.
+    """
     try:
         stream = path.open("rb")
-        return stream, os.fstat(stream.fileno()).st_size
     except FileNotFoundError as exc:
         raise _refuse("not_found", "The image file was not found.", str(exc)) from None
-    except OSError as exc:  # a directory, no permission, ...
+    except OSError as exc:  # a directory, no permission, a symlink loop, ...
         raise _refuse("unreadable", "The image file could not be read.", str(exc)) from None
+    info = os.fstat(stream.fileno())
+    if stat.S_ISREG(info.st_mode):
+        return stream, info.st_size
+    limit = max_bytes if max_bytes is not None else STREAM_MAX_BYTES
+    with stream:
+        try:
+            data = stream.read(limit + 1)
+        except OSError as exc:
+            raise _refuse("unreadable", "The image file could not be read.", str(exc)) from None
+    if len(data) > limit:
+        raise _too_many_bytes(len(data), limit)
+    return io.BytesIO(data), len(data)
+
+
+def _too_many_bytes(n_bytes: int, limit: int) -> ImageError:
+    return _refuse(
+        "too_large",
+        f"The file is too large ({megabytes(n_bytes, round_up=True)}; the limit is "
+        f"{megabytes(limit)}).",
+        f"bytes={n_bytes} max_bytes={limit}",
+    )
 
 
 def _open_image(stream: BinaryIO, max_pixels: int) -> Image.Image:

@@ -17,7 +17,7 @@ import numpy as np
 from captioner.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from captioner.config import Config, load_config
 from captioner.decoding import StepDecoder, beam_search
-from captioner.encoders import Encoder, build_encoder
+from captioner.encoders import WEIGHTS_DIR_ENV, Encoder, build_encoder
 from captioner.images import ImageError, load_image
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,15 @@ class Captioner:
             raise CheckpointError(
                 f"encoder {encoder.name} gives {encoder.feature_dim}-d features but the "
                 f"checkpoint expects {manifest_encoder.get('feature_dim')}-d"
+            )
+        # Features of other weights (random, another file) are noise to this decoder: it
+        # would caption every photo, confidently and wrongly.
+        trained_on = manifest_encoder.get("weights_id")
+        if trained_on and encoder.weights_id != trained_on:
+            raise CheckpointError(
+                f"checkpoint was trained on {encoder.name} features from weights {trained_on}, "
+                f"but the {encoder.name} weights found here are {encoder.weights_id}; point "
+                f"encoder.weights (or {WEIGHTS_DIR_ENV}) at the weights it was trained with"
             )
         self.checkpoint = checkpoint
         self.encoder = encoder

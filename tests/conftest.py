@@ -38,13 +38,22 @@ def make_tiny_checkpoint(
     max_length: int = 12,
     seed: int = 0,
     units: int = 16,
+    weights_id: str | None = None,
 ) -> Path:
-    """A random-weight checkpoint small enough to build in a second."""
+    """A random-weight checkpoint small enough to build in a second.
+
+    Its manifest names the encoder weights that the captioner will find here: the shared
+    ImageNet SqueezeNet file, unless ``weights_id`` says otherwise.
+    """
     import keras
 
     from captioner.checkpoint import build_manifest, save_checkpoint
     from captioner.decoder import build_decoder
+    from captioner.squeezenet import SQUEEZENET_WEIGHTS_SHA256
     from captioner.vocabulary import Vocabulary
+
+    if weights_id is None:
+        weights_id = "imagenet-" + SQUEEZENET_WEIGHTS_SHA256[:16]
 
     keras.utils.set_random_seed(seed)
     vocabulary = Vocabulary.build([TINY_WORDS], max_words=100)
@@ -54,7 +63,7 @@ def make_tiny_checkpoint(
             "name": encoder_name,
             "feature_dim": feature_dim,
             "input_size": [224, 224],
-            "weights_id": "test",
+            "weights_id": weights_id,
         },
         vocabulary=vocabulary,
         max_length=max_length,

@@ -30,6 +30,12 @@ def test_user_file_overrides_a_subset_and_resolves_its_own_paths(tmp_path):
     assert config.bot.max_batch == 16  # untouched default
 
 
+def test_a_users_split_joins_the_default_splits(tmp_path):
+    config = load_config(_write(tmp_path, "data:\n  splits:\n    mini: mini.txt\n"))
+    assert set(config.data.splits) == {"train", "dev", "test", "mini"}
+    assert config.data.splits["mini"] == "mini.txt"
+
+
 def test_config_path_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("CAPTIONBOT_CONFIG", str(_write(tmp_path, "caption:\n  beam_size: 3\n")))
     assert load_config().caption.beam_size == 3
@@ -52,6 +58,7 @@ def test_config_path_from_environment(tmp_path, monkeypatch):
         ("training:\n  eval_beam_sizes: [1, 50]\n", "'training.eval_beam_sizes' must be beam"),
         ("training:\n  learning_rate: .nan\n", "'training.learning_rate' must be a finite"),
         ("bot:\n  read_timeout_s: .inf\n", "'bot.read_timeout_s' must be a finite number"),
+        ("training:\n  seed: -1\n", "'training.seed' must be from 0 to 4294967295"),
         ("bot:\n  token_env: ''\n", "'bot.token_env' must be the name of an environment"),
         ("bot:\n  base_url: not a url\n", "'bot.base_url' must be an http"),
         ("training:\n  strategy: tpu\n", "'training.strategy' must be 'default' or 'mirrored'"),

@@ -7,10 +7,12 @@ and each way an input is refused.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -397,6 +399,21 @@ def test_missing_path_and_directory(tmp_path: Path) -> None:
     assert refusal(tmp_path / "missing.jpg").kind == "not_found"
     assert refusal(str(tmp_path / "missing.jpg")).kind == "not_found"
     assert refusal(tmp_path).kind == "unreadable"
+
+
+def test_pipes_and_devices_are_read_as_streams(tmp_path: Path) -> None:
+    # A FIFO reports size 0: it must be read, not called empty (as <(cat photo.jpg) would be).
+    data = encode(halves(), "PNG")
+    fifo = tmp_path / "photo.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,))
+    writer.start()
+    assert load_image(fifo).shape == (224, 224, 3)
+    writer.join()
+
+    # An endless device stops at the byte limit instead of filling the memory.
+    assert refusal("/dev/zero", max_bytes=1000).kind == "too_large"
+    assert refusal("/dev/null").kind == "empty"
 
 
 @pytest.mark.filterwarnings("ignore:Tag data larger than file:UserWarning")

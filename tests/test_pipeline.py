@@ -66,6 +66,12 @@ def test_encoder_feature_width_must_match_checkpoint(tmp_path, config):
         Captioner.from_checkpoint(ckpt, config)
 
 
+def test_encoder_weights_must_be_those_the_checkpoint_was_trained_on(tmp_path, config):
+    ckpt = make_tiny_checkpoint(tmp_path / "random-trained", weights_id="random-seed0")
+    with pytest.raises(CheckpointError, match="from weights random-seed0, but the squeezenet"):
+        Captioner.from_checkpoint(ckpt, config)
+
+
 def test_cli_caption_json_reports_each_image_and_exit_status(tiny_checkpoint, photos, capsys):
     bad = str(photos[0].parent / "does-not-exist.jpg")
     status = main(["caption", str(photos[0]), bad, "--checkpoint", str(tiny_checkpoint), "--json"])
