@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -41,8 +42,20 @@ class MissingTokenError(ConfigError):
     """The bot token's environment variable is not set; the message names it."""
 
 
+class MalformedTokenError(ConfigError):
+    """The bot token's environment variable holds no token's shape; the message never quotes it."""
+
+
 class BotStartError(CaptionbotError):
     """The bot cannot start talking to the Bot API; the one-line message never holds the token."""
+
+
+# Lenient on purpose: Telegram's tokens are "<bot id>:<35 url-safe characters>", but a local
+# Bot API server or a future token may differ in the length of either part.
+TOKEN_SHAPE = re.compile(r"[0-9]+:[A-Za-z0-9_-]+")
+
+# PTB logs a full traceback here when a server answers with something other than JSON.
+PTB_REQUEST_LOGGER = "telegram.request.BaseRequest"
 
 
 def read_token(config: BotConfig) -> str:
@@ -53,7 +66,21 @@ def read_token(config: BotConfig) -> str:
             f"no bot token: set the environment variable {config.token_env} to the token "
             "that @BotFather gave you"
         )
+    check_token_shape(config, token)
     return token
+
+
+def check_token_shape(config: BotConfig, token: str) -> None:
+    """Raise MalformedTokenError unless ``token`` looks like a bot token (digits:characters).
+
+    Checked before any request: a space or line break in the token would otherwise surface as
+    an invalid URL, which reads as if the Bot API could not be reached.
+    """
+    if not TOKEN_SHAPE.fullmatch(token):
+        raise MalformedTokenError(
+            f"the environment variable {config.token_env} does not hold a bot token: a token "
+            "from @BotFather is one line of digits, a colon and letters, digits, - or _"
+        )
 
 
 def build_application(
@@ -90,8 +117,7 @@ def build_application(
     application.add_handler(CommandHandler("stats", handlers.stats))
     application.add_handler(CommandHandler("caption", handlers.caption_command))
     application.add_handler(MessageHandler(filters.PHOTO, handlers.photo))
-    application.add_handler(MessageHandler(filters.Document.IMAGE, handlers.image_document))
-    application.add_handler(MessageHandler(filters.Document.ALL, handlers.other_document))
+    application.add_handler(MessageHandler(filters.Document.ALL, handlers.document))
     # Last: whatever no handler above took. Groups stay silent, where most talk is not for us.
     application.add_handler(
         MessageHandler(filters.ChatType.PRIVATE & ~filters.StatusUpdate.ALL, handlers.hint)
@@ -128,10 +154,11 @@ def _start_errors(config: BotConfig, token: str) -> Iterator[None]:
     try:
         yield
     except InvalidToken:
-        # PTB's own message quotes the token, so none of it is kept.
+        # PTB's own message quotes the token, so none of it is kept. PTB raises this for any
+        # 401 or 404, so a web server that is not a Bot API at all reads the same.
         raise BotStartError(
-            f"the Bot API server at {config.base_url} rejected the token in {config.token_env}; "
-            "check it with @BotFather"
+            f"the Bot API server at {config.base_url} rejected the token in {config.token_env} "
+            f"(check it with @BotFather), or {config.base_url} is not a Bot API server"
         ) from None
     except (NetworkError, httpx.HTTPError) as exc:  # TimedOut is a NetworkError too
         reason = redact_token(str(exc) or type(exc).__name__, token)
@@ -142,9 +169,29 @@ def _start_errors(config: BotConfig, token: str) -> Iterator[None]:
         raise BotStartError(message) from None
 
 
+class _DropTracebacks(logging.Filter):
+    """Drops log records that carry a traceback; the caller reports the failure in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None
+
+
+@contextlib.contextmanager
+def _quiet_request_tracebacks() -> Iterator[None]:
+    """Keep PTB's traceback for a non-JSON answer off the terminal for the duration."""
+    request_logger = logging.getLogger(PTB_REQUEST_LOGGER)
+    drop = _DropTracebacks()
+    request_logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        request_logger.removeFilter(drop)
+
+
 async def check_bot_api(config: BotConfig, token: str) -> User:
     """The bot's own user, from getMe; raises BotStartError if the Bot API refuses or is away."""
-    with _start_errors(config, token):
+    check_token_shape(config, token)
+    with _start_errors(config, token), _quiet_request_tracebacks():
         bot = Bot(token, base_url=config.base_url, base_file_url=config.base_file_url)
         async with bot:  # initialize calls getMe, shutdown closes the connections
             return bot.bot

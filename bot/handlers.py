@@ -1,7 +1,7 @@
 """The bot's handlers: one small coroutine per kind of update, and the error handler.
 
-Every photo or image file goes the same way: size check, per-user admission, download, the
-micro-batcher, then a plain-text reply to the message that holds the image.
+Every photo or file that may be an image goes the same way: size check, per-user admission,
+download, the micro-batcher, then a plain-text reply to the message that holds the image.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from captioner.pipeline import Caption
 logger = logging.getLogger(__name__)
 
 Context = ContextTypes.DEFAULT_TYPE
+
+UNTYPED_MIME_TYPES = frozenset({"", "application/octet-stream"})
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 
 
 class Handlers:
@@ -76,15 +79,15 @@ class Handlers:
         assert message is not None and message.photo
         await self._caption(update, context, message, message.photo[-1])
 
-    async def image_document(self, update: Update, context: Context) -> None:
-        """Caption an image sent as a file."""
+    async def document(self, update: Update, context: Context) -> None:
+        """Caption a file that may be an image; explain that only images are captioned if not."""
         message = update.effective_message
         assert message is not None and message.document is not None
-        await self._caption(update, context, message, message.document)
-
-    async def other_document(self, update: Update, context: Context) -> None:
-        """Explain that only images are captioned."""
-        await self._answer(update, context, messages.NOT_AN_IMAGE)
+        media = _image_of(message)
+        if media is None:
+            await self._answer(update, context, messages.NOT_AN_IMAGE)
+            return
+        await self._caption(update, context, message, media)
 
     async def hint(self, update: Update, context: Context) -> None:
         """Point a private chat's text, unknown command or sticker to photos and /help."""
@@ -190,11 +193,23 @@ class Handlers:
         )
 
 
+def might_be_image(document: Document) -> bool:
+    """Whether a file is worth downloading as an image: typed as one, untyped, or named like one.
+
+    Clients send many images as untyped files (no MIME type, or application/octet-stream);
+    the captioner tells an image from anything else better than a MIME type does.
+    """
+    mime_type = (document.mime_type or "").split(";")[0].strip().lower()
+    if mime_type.startswith("image/") or mime_type in UNTYPED_MIME_TYPES:
+        return True
+    return (document.file_name or "").lower().endswith(IMAGE_SUFFIXES)
+
+
 def _image_of(message: Message) -> PhotoSize | Document | None:
-    """The largest photo size, or an image document, that a message holds."""
+    """The largest photo size, or a file that may be an image, that a message holds."""
     if message.photo:
         return message.photo[-1]
     document = message.document
-    if document is not None and (document.mime_type or "").startswith("image/"):
+    if document is not None and might_be_image(document):
         return document
     return None

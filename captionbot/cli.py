@@ -50,8 +50,11 @@ def _setup_logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # httpx logs request URLs at INFO, and python-telegram-bot the API URL at DEBUG: both
+    # hold the bot token, so neither level ever reaches the log from them.
     for noisy in ("httpx", "httpcore", "absl", "tensorflow", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("telegram").setLevel(max(logging.INFO, logging.root.level))
 
 
 def _cmd_caption(args: argparse.Namespace, config) -> int:

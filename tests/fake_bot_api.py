@@ -2,8 +2,8 @@
 
 It speaks enough of the Bot API for python-telegram-bot's long polling, file downloads and
 replies, records every request it receives, and can answer with flood control (429), a slow
-or failed download, or a revoked token on demand. Use it as
-``async with FakeBotApi() as server: ...``.
+or failed download, a revoked token, or the plain-text 404 of a server that is no Bot API, on
+demand. Use it as ``async with FakeBotApi() as server: ...``.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class FakeBotApi:
     def __init__(self, token: str = TOKEN) -> None:
         self.token = token
         self.token_revoked = False
+        self.plain_not_found = False
         self.calls: list[ApiCall] = []
         self._seq = itertools.count(1)
         self._update_ids = itertools.count(1)
@@ -174,15 +175,22 @@ class FakeBotApi:
         user: FakeUser,
         data: bytes,
         *,
-        mime_type: str,
-        file_name: str,
+        mime_type: str | None,
+        file_name: str | None,
         file_size: int | None = None,
         caption: str | None = None,
         group: FakeGroup | None = None,
     ) -> dict[str, Any]:
-        """Queue a file from ``user``; ``file_size`` may claim more than ``data`` holds."""
-        document = {**self.add_file(data, "documents"), "file_name": file_name}
-        document["mime_type"] = mime_type
+        """Queue a file from ``user``; ``file_size`` may claim more than ``data`` holds.
+
+        A ``mime_type`` or ``file_name`` of None is left out, as Telegram does when a client
+        sent none.
+        """
+        document = self.add_file(data, "documents")
+        if file_name is not None:
+            document["file_name"] = file_name
+        if mime_type is not None:
+            document["mime_type"] = mime_type
         if file_size is not None:
             document["file_size"] = file_size
         content: dict[str, Any] = {"document": document}
@@ -233,6 +241,10 @@ class FakeBotApi:
     def revoke_token(self) -> None:
         """Answer every later call with 401, as Telegram does once @BotFather revokes a token."""
         self.token_revoked = True
+
+    def answer_as_a_web_server(self) -> None:
+        """Answer every later method call with 404 and a plain-text page, as a web server does."""
+        self.plain_not_found = True
 
     def fail_next(
         self,
@@ -326,6 +338,10 @@ class FakeBotApi:
         except ConnectionResetError:  # the client gave up while sending, e.g. when stopping
             return web.Response(status=400)
         call = self._record(method, params)
+        if self.plain_not_found:
+            call.status = 404
+            self._touch()
+            return web.Response(status=404, text="404 page not found\n")
         if request.match_info["token"] != self.token or self.token_revoked:
             status, body = 401, _error(401, "Unauthorized")
         elif self._method_faults.get(method.lower()):

@@ -19,7 +19,16 @@ import pytest
 from fake_bot_api import DOWNLOAD, FakeBotApi, FakeGroup, FakeUser
 
 from bot import messages
-from bot.app import BotStartError, MissingTokenError, build_application, running, serve
+from bot.app import (
+    PTB_REQUEST_LOGGER,
+    BotStartError,
+    MalformedTokenError,
+    MissingTokenError,
+    build_application,
+    check_bot_api,
+    running,
+    serve,
+)
 from captioner.config import Config, ConfigError
 from captioner.errors import CaptionbotError
 from captioner.images import ImageError, load_image
@@ -146,13 +155,98 @@ async def test_document_a_byte_over_limit_does_not_read_as_the_limit(
 
 async def test_non_image_document_is_explained(server: FakeBotApi, start_bot) -> None:
     async with start_bot():
+        sent = [
+            server.send_document(
+                ALICE, b"%PDF-1.4 ...", mime_type="application/pdf", file_name="paper.pdf"
+            ),
+            server.send_document(BOB, b"shopping", mime_type="text/plain", file_name=None),
+        ]
+        await server.wait_for_replies(sent)
+
+    assert [reply_text(server, m) for m in sent] == [messages.NOT_AN_IMAGE] * 2
+    assert server.calls_to("getFile") == []
+
+
+@pytest.mark.parametrize(
+    ("mime_type", "file_name"),
+    [
+        (None, "IMG_1.JPG"),
+        ("application/octet-stream", "IMG_1.JPG"),
+        (None, None),
+        ("application/octet-stream", "upload"),
+        ("application/x-unknown", "scan.Tiff"),  # named like an image, typed as anything
+    ],
+)
+async def test_untyped_or_image_named_document_is_captioned(
+    server: FakeBotApi,
+    start_bot,
+    captioner: Captioner,
+    photos: list[bytes],
+    mime_type: str | None,
+    file_name: str | None,
+) -> None:
+    async with start_bot():
+        message = server.send_document(ALICE, photos[1], mime_type=mime_type, file_name=file_name)
+        await server.wait_for_replies([message])
+
+    assert reply_text(server, message) == captioner.caption(photos[1]).text
+    assert [c.params["file_id"] for c in server.calls_to("getFile")] == [
+        message["document"]["file_id"]
+    ]
+
+
+async def test_untyped_document_that_is_no_image_gets_the_captioners_message(
+    server: FakeBotApi, start_bot
+) -> None:
+    data = b"PK\x03\x04 a zip archive, not an image"
+    async with start_bot():
         message = server.send_document(
-            ALICE, b"%PDF-1.4 ...", mime_type="application/pdf", file_name="paper.pdf"
+            ALICE, data, mime_type="application/octet-stream", file_name="IMG_2.JPG"
         )
         await server.wait_for_replies([message])
 
-    assert reply_text(server, message) == messages.NOT_AN_IMAGE
-    assert server.calls_to("getFile") == []
+    with pytest.raises(ImageError) as refusal:
+        load_image(data)
+    assert reply_text(server, message) == str(refusal.value)
+    assert len(server.calls_to(DOWNLOAD)) == 1  # tried, once
+
+
+async def test_untyped_document_over_limit_is_refused_before_any_download(
+    server: FakeBotApi, start_bot, photos: list[bytes]
+) -> None:
+    async with start_bot(max_download_bytes=20 * 1024 * 1024):
+        message = server.send_document(
+            ALICE, photos[0], mime_type=None, file_name=None, file_size=25 * 1024 * 1024
+        )
+        await server.wait_for_replies([message])
+
+    text = reply_text(server, message)
+    assert "25 MB" in text and "20 MB" in text
+    assert server.calls_to("getFile") == [] and server.calls_to(DOWNLOAD) == []
+
+
+async def test_caption_command_replying_to_files_tries_the_same_files_as_sending_them(
+    server: FakeBotApi, start_bot, captioner: Captioner, photos: list[bytes]
+) -> None:
+    async with start_bot():
+        untyped = server.send_document(
+            ALICE, photos[4], mime_type="application/octet-stream", file_name="IMG_3.JPG"
+        )
+        pdf = server.send_document(
+            ALICE, b"%PDF-1.4 ...", mime_type="application/pdf", file_name="paper.pdf"
+        )
+        await server.wait_for_replies([untyped, pdf])
+        on_untyped = server.send_text(ALICE, "/caption", reply_to=untyped)
+        on_pdf = server.send_text(ALICE, "/caption", reply_to=pdf)
+        await server.wait_for(lambda: len(server.replies_to(untyped)) == 2)
+        await server.wait_for_replies([on_pdf])
+
+    expected = captioner.caption(photos[4]).text
+    assert [r.params["text"] for r in server.replies_to(untyped)] == [expected, expected]
+    assert server.replies_to(on_untyped) == []  # the answer goes under the file
+    assert reply_text(server, on_pdf) == messages.CAPTION_USAGE
+    file_id = untyped["document"]["file_id"]
+    assert [c.params["file_id"] for c in server.calls_to("getFile")] == [file_id, file_id]
 
 
 async def test_caption_command_as_a_photos_own_caption(
@@ -479,3 +573,64 @@ def test_serve_with_the_bot_api_unreachable_names_the_address(
     assert text.startswith(f"cannot reach the Bot API at {base_url}: ")
     assert len(text) > len(f"cannot reach the Bot API at {base_url}: ")  # with a reason
     assert "secret-token" not in text and "\n" not in text
+
+
+def test_serve_against_a_server_that_is_no_bot_api_says_both_causes_in_one_line(
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    no_model_load: None,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bot")
+    # At the CLI's default level: PTB's own debug lines hold the Bot API URL, token included.
+    caplog.set_level(logging.INFO, logger="telegram")
+    with server_in_thread() as server:
+        server.answer_as_a_web_server()
+        monkeypatch.setenv(config.bot.token_env, server.token)
+
+        with pytest.raises(BotStartError) as refusal:
+            serve(config_for(config, server.base_url, server.base_file_url))
+
+        assert [c.status for c in server.calls_to("getMe")] == [404]
+    text = str(refusal.value)
+    assert text == (
+        f"the Bot API server at {server.base_url} rejected the token in {config.bot.token_env} "
+        f"(check it with @BotFather), or {server.base_url} is not a Bot API server"
+    )
+    assert server.token not in text and "\n" not in text
+    assert refusal.value.__cause__ is None and refusal.value.__suppress_context__
+    assert "Traceback" not in caplog.text + capsys.readouterr().err
+    assert all(r.exc_info is None for r in caplog.records)
+    assert all(server.token not in r.getMessage() for r in caplog.records)
+    assert logging.getLogger(PTB_REQUEST_LOGGER).filters == []  # quiet for the check only
+
+
+@pytest.mark.parametrize(
+    "token", ["123456:abc def", "123456:abc\ndef", "abc:123456", "123456", "123456:ab/c"]
+)
+def test_serve_with_a_malformed_token_says_so_before_any_request(
+    token: str,
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    no_model_load: None,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bot")
+    with server_in_thread() as server:
+        monkeypatch.setenv(config.bot.token_env, token)
+
+        with pytest.raises(MalformedTokenError) as refusal:
+            serve(config_for(config, server.base_url, server.base_file_url))
+
+        assert server.calls == []
+    text = str(refusal.value)
+    assert f"the environment variable {config.bot.token_env} does not hold a bot token" in text
+    assert "\n" not in text and "abc" not in text and "123456" not in text
+    assert isinstance(refusal.value, ConfigError)  # the CLI prints it as one line, exit 2
+    assert all(token not in r.getMessage() for r in caplog.records)
+
+
+async def test_check_bot_api_refuses_a_malformed_token_itself(config: Config) -> None:
+    with pytest.raises(MalformedTokenError, match=config.bot.token_env):
+        await check_bot_api(config.bot, "123456:abc def")

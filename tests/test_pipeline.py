@@ -133,3 +133,22 @@ def test_beam_option_gives_a_caption(captioner, photos):
     caption = captioner.caption(photos[0], beam_size=3)
     assert isinstance(caption, Caption) and caption.text
     assert len(caption.words) <= captioner.checkpoint.max_length
+
+
+def test_debug_logging_never_lets_token_bearing_loggers_through():
+    # python-telegram-bot logs the API URL, token included, at DEBUG; httpx each URL at INFO.
+    import logging
+
+    from captionbot.cli import _setup_logging
+
+    root_level = logging.root.level
+    logging.root.setLevel(logging.DEBUG)  # as a user's "level: DEBUG" leaves it
+    try:
+        _setup_logging("DEBUG")
+        assert not logging.getLogger("telegram.Bot").isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+        assert logging.getLogger("captioner.pipeline").isEnabledFor(logging.DEBUG)
+    finally:
+        logging.root.setLevel(root_level)
+        for name in ("telegram", "httpx", "httpcore", "absl", "tensorflow", "h5py"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
