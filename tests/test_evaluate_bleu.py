@@ -1,9 +1,11 @@
-"""BLEU against hand-computed values, special tokens, empty captions, and masked metrics."""
+"""BLEU against hand-computed values, special tokens, empty captions, masked metrics, and the
+per-image file's name and writing."""
 
 from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import tensorflow as tf
 
 from training.evaluate import (
     bleu_metrics_key,
+    captions_file_name,
     corpus_bleu_scores,
     sentence_bleu4,
     strip_special,
@@ -102,6 +105,30 @@ def test_per_image_file_names_its_smoothing_and_keeps_all_references(tmp_path):
     assert rows[1][:2] == ["x.jpg", "a dog runs on grass"]
     assert rows[1][3:] == ["a dog runs on the grass", "dog on grass"]
     assert rows[2][:3] == ["y.jpg", "", "0.0000"]
+
+
+def test_two_writers_of_one_per_image_file_do_not_collide(tmp_path):
+    path = tmp_path / "test-beam1.csv"
+
+    def images_writing_again():
+        # A second evaluation writes the same file while this one is half way through.
+        yield "x.jpg"
+        write_captions_file(path, ["y.jpg"], [HYP_B], [REFS_B])
+        yield "z.jpg"
+
+    write_captions_file(path, images_writing_again(), [HYP_A, HYP_B], [REFS_A, REFS_B])
+    rows = list(csv.reader(path.open()))
+    assert [row[0] for row in rows[1:]] == ["x.jpg", "z.jpg"]  # the last to finish wins
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file is left
+
+
+def test_a_limited_evaluation_has_a_per_image_file_of_its_own():
+    checkpoint = Path("runs/squeezenet/checkpoint")
+    assert captions_file_name(checkpoint, "test", 1) == "squeezenet-checkpoint-test-beam1.csv"
+    assert (
+        captions_file_name(checkpoint, "test", 1, limit=5)
+        == "squeezenet-checkpoint-test-beam1-first5.csv"
+    )
 
 
 def test_manifest_keys_name_split_and_beam():

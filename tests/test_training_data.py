@@ -100,6 +100,34 @@ def test_missing_token_file_and_image_folder_are_clear_errors(tmp_path):
         load_splits(moved)
 
 
+def test_a_split_or_token_file_that_is_not_utf8_is_a_clear_error(tmp_path):
+    paths = _write_layout(tmp_path)
+    paths.splits["test"].write_bytes(b"\xff\xfed\x00.\x00j\x00p\x00g\x00\n\x00")  # UTF-16
+    with pytest.raises(DatasetError) as raised:
+        load_splits(paths)
+    assert str(raised.value) == (
+        f"split file (split 'test') {paths.splits['test']} is not UTF-8 text (byte 0 cannot "
+        f"be decoded); save it as UTF-8"
+    )
+
+    paths = _write_layout(tmp_path / "latin1")
+    paths.token_file.write_bytes("a.jpg#0\tA caf\u00e9 by the sea .\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=f"caption token file {paths.token_file} is not UTF-8"):
+        load_splits(paths)
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_an_empty_split_file_is_named_as_listing_no_images(tmp_path, content):
+    paths = _write_layout(tmp_path)
+    paths.splits["dev"].write_text(content)
+    with pytest.raises(DatasetError) as raised:
+        load_splits(paths, ["dev"])
+    assert str(raised.value) == (
+        f"split file (split 'dev') {paths.splits['dev']} lists no images; put one image name "
+        f"a line"
+    )
+
+
 @pytest.mark.parametrize("limit", [0, -1])
 def test_an_image_limit_below_one_is_refused(tmp_path, limit):
     paths = _write_layout(tmp_path)

@@ -1,11 +1,19 @@
-"""Bad training and evaluation input: a one-line error, nothing written, nothing overwritten."""
+"""Bad training and evaluation input: a one-line error, nothing written, nothing overwritten.
+
+Also what must not be overwritten: full-split figures by partial ones, and one run's files by a
+second process working in the same place.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import io
+import json
+import logging
 import os
 import stat
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +21,15 @@ import pytest
 from conftest import make_tiny_checkpoint
 
 from captioner.atomic import atomic_path, make_temp_dir, write_text_atomic
+from captioner.checkpoint import load_checkpoint, read_manifest, update_manifest_metrics
 from captioner.config import DataConfig
 from captioner.errors import CaptionbotError
 from training import evaluate as evaluate_module
 from training import train as train_module
 from training.evaluate import EvaluationError, captions_file_name, evaluate_checkpoint
+from training.features import CACHE_FORMAT, FeatureError, cache_prefix
 from training.flickr8k import DatasetError
-from training.train import STATE_FILE, TrainingError, train
+from training.train import LOCK_FILE, STATE_FILE, TrainingError, train
 
 
 @pytest.fixture
@@ -207,3 +217,184 @@ def test_atomic_files_and_checkpoints_get_the_modes_of_the_umask(
     # Only the folder made by make_temp_dir starts with a dot: no temporary file is left.
     hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert len(hidden) == 1 and hidden[0].startswith(".tmp-")
+
+
+def _evaluation_layout(tmp_path: Path, *, listed: int, on_disk: int, unreadable: int = 0):
+    """A data root whose test split lists ``listed`` images, of which the first ``on_disk``
+    exist, a checkpoint, and a feature cache of its encoder in which the last ``unreadable``
+    of those failed (as an extraction records a damaged image)."""
+    from PIL import Image
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    names = [f"img{i}.jpg" for i in range(listed)]
+    for name in names[:on_disk]:
+        Image.new("RGB", (32, 32)).save(root / "images" / name)
+    (root / "tokens.txt").write_text("".join(f"{n}#0\tA dog runs on the grass .\n" for n in names))
+    (root / "test.txt").write_text("".join(f"{n}\n" for n in names))
+    data = DataConfig(root=root, token_file="tokens.txt", images_dir="images",
+                      splits={"test": "test.txt"})  # fmt: skip
+    checkpoint = make_tiny_checkpoint(tmp_path / "run" / "checkpoint")
+
+    # Features of the checkpoint's encoder and weights: evaluation reuses them as they are.
+    encoder = load_checkpoint(checkpoint).manifest["encoder"]
+    cache_dir = tmp_path / "features"
+    cache_dir.mkdir()
+    present = names[:on_disk]
+    stem = cache_dir / f"{cache_prefix(encoder['name'], encoder['weights_id'])}-fixture"
+    rng = np.random.default_rng(0)
+    np.save(stem.with_suffix(".npy"), rng.random((len(present), 512), dtype=np.float32))
+    stem.with_suffix(".json").write_text(json.dumps({
+        "format": CACHE_FORMAT, "encoder": encoder["name"], "weights_id": encoder["weights_id"],
+        "feature_dim": 512, "input_size": [224, 224], "images": present, "complete": True,
+        "failed": present[len(present) - unreadable :],
+    }))  # fmt: skip
+    return data, checkpoint, cache_dir
+
+
+FULL_TEST_FIGURES = {
+    "bleu": {"split": "test", "images": 1000, "beam_size": 1, "bleu1": 0.6, "bleu4": 0.2},
+    "test_loss": 3.1,
+    "test_accuracy": 0.4,
+}
+
+
+@pytest.mark.parametrize(("on_disk", "unreadable"), [(2, 0), (3, 1)])
+def test_an_incomplete_split_is_scored_but_leaves_the_manifest_alone(
+    config, tmp_path, caplog, on_disk, unreadable
+):
+    data, checkpoint, cache_dir = _evaluation_layout(
+        tmp_path, listed=3, on_disk=on_disk, unreadable=unreadable
+    )
+    update_manifest_metrics(checkpoint, FULL_TEST_FIGURES)
+    before = read_manifest(checkpoint)
+    settings = dataclasses.replace(config, data=data)
+    captions_dir = tmp_path / "evaluation"
+    with caplog.at_level(logging.WARNING, logger="training.evaluate"):
+        result = evaluate_checkpoint(
+            checkpoint, settings, "test", cache_dir=cache_dir, captions_dir=captions_dir
+        )
+    assert result["images"] == 2 and result["images_missing"] == 1
+    assert result["manifest_updated"] is False
+    assert read_manifest(checkpoint) == before
+    assert "manifest not updated reason=images_missing missing=1" in caplog.text
+    rows = Path(result["captions_file"]).read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["img0.jpg", "img1.jpg"]
+
+    # A limit leaves the manifest alone too, and keeps the whole split's file as it was.
+    whole = Path(result["captions_file"]).read_bytes()
+    limited = evaluate_checkpoint(
+        checkpoint, settings, "test", limit=1, cache_dir=cache_dir, captions_dir=captions_dir
+    )
+    assert limited["manifest_updated"] is False and read_manifest(checkpoint) == before
+    assert Path(limited["captions_file"]).name == "run-checkpoint-test-beam1-first1.csv"
+    assert Path(result["captions_file"]).read_bytes() == whole
+
+
+def test_a_complete_split_updates_the_manifest(config, tmp_path):
+    data, checkpoint, cache_dir = _evaluation_layout(tmp_path, listed=3, on_disk=3)
+    update_manifest_metrics(checkpoint, FULL_TEST_FIGURES)
+    result = evaluate_checkpoint(
+        checkpoint,
+        dataclasses.replace(config, data=data),
+        "test",
+        cache_dir=cache_dir,
+        captions_dir=tmp_path / "evaluation",
+    )
+    assert result["manifest_updated"] is True and result["images_missing"] == 0
+    metrics = read_manifest(checkpoint)["metrics"]
+    assert metrics["bleu"]["images"] == 3 and metrics["bleu"]["bleu1"] == result["bleu1"]
+    assert metrics["test_loss"] == result["loss"]
+
+
+def test_feature_and_evaluation_folders_that_cannot_be_made_are_clear_errors(config, tmp_path):
+    data, checkpoint, cache_dir = _evaluation_layout(tmp_path, listed=1, on_disk=1)
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for run_dir, reason in ((afile / "run", "Not a directory"),
+                            (Path("/proc/nope/run"), "No such file or directory")):  # fmt: skip
+        settings = dataclasses.replace(
+            config, data=data, training=dataclasses.replace(config.training, run_dir=run_dir)
+        )
+        with pytest.raises(FeatureError) as raised:
+            evaluate_checkpoint(checkpoint, settings, "test")
+        assert str(raised.value) == (
+            f"cannot create the feature cache folder {run_dir.parent / 'features'}: {reason}; "
+            f"by default it lies beside training.run_dir, so set training.run_dir in a config "
+            f"file to a writable place"
+        )
+        with pytest.raises(EvaluationError) as raised:
+            evaluate_checkpoint(checkpoint, settings, "test", cache_dir=cache_dir)
+        assert str(raised.value).startswith(
+            f"cannot create the evaluation folder {run_dir.parent / 'evaluation'}: {reason}; "
+        )
+        assert "set training.run_dir in a config file to a writable place" in str(raised.value)
+    assert issubclass(FeatureError, CaptionbotError)
+
+    # Training checks the cache folder before it reads any image.
+    with pytest.raises(FeatureError, match=f"cannot create the feature cache folder {afile}"):
+        train(config, epochs=1, run_dir=tmp_path / "new-run", cache_dir=afile / "features")
+    assert not (tmp_path / "new-run").exists()
+
+
+def _hold_lock(run_dir: Path):
+    """Lock ``run_dir`` as a running ``train`` does, through a file description of our own."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK_FILE, "ab")
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+def test_a_second_run_on_a_locked_run_dir_is_refused_at_once(config, tmp_path, monkeypatch):
+    def no_dataset(*args, **kwargs):
+        raise DatasetError("caption token file not found: tokens.txt")
+
+    monkeypatch.setattr(train_module, "prepare_data", no_dataset)
+    run_dir = tmp_path / "runs" / "busy"
+    holder = _hold_lock(run_dir)
+    for resume in (False, True):
+        with pytest.raises(TrainingError) as raised:
+            train(config, epochs=1, resume=resume, run_dir=run_dir, cache_dir=tmp_path / "f")
+        assert str(raised.value) == (
+            f"another `captionbot train` is using {run_dir}; wait for it or choose another "
+            f"--run-dir"
+        )
+        # The refused run leaves the holder's lock and folder as they were.
+        assert [p.name for p in run_dir.iterdir()] == [LOCK_FILE]
+    holder.close()
+
+    # Once the lock is free, a run goes on to the data, and an exception releases the lock and
+    # removes its file.
+    with pytest.raises(DatasetError):
+        train(config, epochs=1, run_dir=run_dir, cache_dir=tmp_path / "f")
+    assert run_dir.is_dir() and list(run_dir.iterdir()) == []
+    _hold_lock(run_dir).close()
+
+
+def test_concurrent_state_saves_of_one_run_dir_do_not_collide(tmp_path):
+    import keras
+
+    from captioner.decoder import build_decoder
+
+    model = build_decoder(12, 8, embedding_dim=8, units=8)
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    path = tmp_path / STATE_FILE
+    errors = []
+
+    def save_repeatedly(epoch: int) -> None:
+        try:
+            for _ in range(30):
+                train_module._save_state(path, model, optimizer, {}, {"epoch": epoch})
+        except OSError as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=save_repeatedly, args=(epoch,)) for epoch in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [p.name for p in tmp_path.iterdir()] == [STATE_FILE]
+    with np.load(path) as saved:
+        assert json.loads(saved["meta"].tobytes())["epoch"] in (1, 2)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -26,7 +28,7 @@ from training.batches import CaptionSet, batch_order, encode_captions
 from training.cleaning import clean_caption
 from training.evaluate import evaluate_checkpoint, next_word_metrics
 from training.flickr8k import DatasetPaths, load_splits
-from training.train import STATE_FILE, Fitter, TrainingError, train
+from training.train import LOCK_FILE, STATE_FILE, Fitter, TrainingError, train
 
 pytestmark = needs_shared(FLICKR8K)
 
@@ -94,7 +96,8 @@ def test_two_epoch_run_writes_a_loadable_checkpoint_with_metrics(small_config, c
     assert (run_dir / "history.csv").read_text().splitlines()[0].startswith("epoch,train_loss")
     for name in ("history.png", "bleu.png"):
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (run_dir / "evaluation" / "two-epochs-checkpoint-test-beam1.csv").exists()
+    # The run scored the first LIMIT test images, and its per-image file says so.
+    assert (run_dir / "evaluation" / f"two-epochs-checkpoint-test-beam1-first{LIMIT}.csv").exists()
 
     # The saved checkpoint reproduces the dev figures the run recorded for its best epoch.
     dev = evaluate_checkpoint(
@@ -168,8 +171,11 @@ def test_resume_after_sigkill_mid_epoch_gives_the_same_weights(small_config, cac
     with np.load(root / "cut" / STATE_FILE) as state:
         assert json.loads(state["meta"].tobytes())["epoch"] == 1
     assert load_checkpoint(root / "cut" / "checkpoint").manifest["training"]["epoch"] == 1
+    # The killed run's lock file stays, but the kernel released its lock with the process.
+    assert (root / "cut" / LOCK_FILE).exists()
 
     resumed = train(small_config, run_dir=root / "cut", resume=True, **common)
+    assert not (root / "cut" / LOCK_FILE).exists()
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     for a, b in zip(whole.history, resumed.history, strict=True):
         assert a["train_loss"] == b["train_loss"] and a["dev_loss"] == b["dev_loss"]
@@ -220,7 +226,9 @@ def test_a_train_step_ignores_padding_and_runs_under_mirrored_strategy(small_con
     assert dev_metrics["tokens"] == captions.real_tokens
 
 
-def test_early_stopping_keeps_the_best_epoch_and_stays_stopped_on_resume(small_config, cache_dir):
+def test_early_stopping_keeps_the_best_epoch_and_stays_stopped_on_resume(
+    small_config, cache_dir, caplog
+):
     # With a learning rate of 0 the dev loss never improves after epoch 1.
     frozen = dataclasses.replace(
         small_config,
@@ -235,8 +243,12 @@ def test_early_stopping_keeps_the_best_epoch_and_stays_stopped_on_resume(small_c
     assert [r["best"] for r in result.history] == [True, False]
     assert load_checkpoint(result.checkpoint).manifest["training"]["epoch"] == 1
 
-    again = train(frozen, epochs=10, run_dir=run_dir, resume=True, **common)
-    assert again.epochs == 2 and again.history == result.history
+    with caplog.at_level(logging.WARNING, logger="training.train"):
+        again = train(frozen, epochs=10, run_dir=run_dir, resume=True, **common)
+    assert again.epochs == 2 and again.history == result.history and again.epochs_trained == 0
+    assert "nothing left to train" in caplog.text
+    assert "reason=stopped_early epoch=2 best_epoch=1" in caplog.text
+    assert "the run stopped early at epoch 2" in caplog.text
 
     # The state holds epoch 2's weights, not the best epoch's: a lost checkpoint is an error.
     shutil.rmtree(result.checkpoint)
@@ -246,16 +258,34 @@ def test_early_stopping_keeps_the_best_epoch_and_stays_stopped_on_resume(small_c
     assert not result.checkpoint.exists() and (run_dir / STATE_FILE).read_bytes() == state
 
 
-def test_a_lost_checkpoint_of_the_last_epoch_is_written_again_on_resume(small_config, cache_dir):
+def test_a_lost_checkpoint_of_the_last_epoch_is_written_again_on_resume(
+    small_config, cache_dir, caplog
+):
     run_dir = small_config.training.run_dir.parent / "lost"
     common = dict(
         limit_images=LIMIT, cache_dir=cache_dir, bleu_every=0, evaluate_test=False, progress=False
     )
-    result = train(small_config, epochs=1, run_dir=run_dir, **common)
+    locked = []
+
+    def try_lock(record):
+        # Another process's attempt, as a second open file description of the lock file.
+        with open(run_dir / LOCK_FILE, "ab") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                locked.append(record["epoch"])
+
+    result = train(small_config, epochs=1, run_dir=run_dir, on_epoch_end=try_lock, **common)
+    assert locked == [1] and result.epochs_trained == 1
+    assert not (run_dir / LOCK_FILE).exists()
     saved = load_checkpoint(result.checkpoint)
     shutil.rmtree(result.checkpoint)
 
-    again = train(small_config, epochs=1, run_dir=run_dir, resume=True, **common)
+    with caplog.at_level(logging.WARNING, logger="training.train"):
+        again = train(small_config, epochs=1, run_dir=run_dir, resume=True, **common)
+    assert again.epochs_trained == 0
+    assert "nothing left to train" in caplog.text and "reason=epochs_done" in caplog.text
+    assert "the run is already at epoch 1 of 1; pass a larger --epochs" in caplog.text
     rewritten = load_checkpoint(again.checkpoint)
     assert rewritten.manifest == saved.manifest
     for a, b in zip(saved.model.weights, rewritten.model.weights, strict=True):

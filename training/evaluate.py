@@ -3,7 +3,8 @@
 BLEU is computed the standard way: every image of a split, its five references cleaned like
 training captions (never cut to the vocabulary), special tokens stripped from the model's
 captions, uniform n-gram weights, nltk's ``corpus_bleu``. A per-image CSV is written for
-inspection, and the metrics are stored in the checkpoint's manifest.
+inspection, and the metrics are stored in the checkpoint's manifest only when they cover the
+whole split, so a partial data root or a ``--limit`` never replaces full figures.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -27,6 +27,7 @@ from nltk.translate.bleu_score import (
     sentence_bleu,
 )
 
+from captioner.atomic import atomic_path
 from captioner.checkpoint import load_checkpoint, update_manifest_metrics
 from captioner.config import Config
 from captioner.decoding import StepDecoder, beam_search, greedy
@@ -34,7 +35,7 @@ from captioner.errors import CaptionbotError
 from captioner.vocabulary import SPECIAL_TOKENS, Vocabulary
 from training.batches import CaptionSet, batch_order, encode_captions, iterate_batches
 from training.cleaning import clean_caption
-from training.features import default_cache_dir, features_for
+from training.features import default_cache_dir, ensure_cache_dir, features_for
 from training.flickr8k import DatasetPaths, SplitData, load_splits
 from training.masked import masked_sums
 
@@ -195,21 +196,49 @@ def write_captions_file(
     hypotheses: Sequence[Sequence[str]],
     references: Sequence[Sequence[Sequence[str]]],
 ) -> None:
-    """Per-image CSV: image, caption, smoothed sentence BLEU-4, then each reference."""
+    """Per-image CSV: image, caption, smoothed sentence BLEU-4, then each reference.
+
+    The file is replaced atomically through a uniquely named temporary file, so two
+    evaluations writing the same file never trip over each other's half-written copy.
+
+    Raises:
+        EvaluationError: the folder cannot be created or the file cannot be written.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_evaluation_dir(path.parent)
     most = max((len(refs) for refs in references), default=0)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        header = ["image", "caption", "sentence_bleu4_smoothing_method1"]
-        writer.writerow(header + [f"reference{i + 1}" for i in range(most)])
-        for image, hypothesis, refs in zip(images, hypotheses, references, strict=True):
-            score = sentence_bleu4(refs, hypothesis)
-            writer.writerow(
-                [image, " ".join(hypothesis), f"{score:.4f}"] + [" ".join(r) for r in refs]
-            )
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            header = ["image", "caption", "sentence_bleu4_smoothing_method1"]
+            writer.writerow(header + [f"reference{i + 1}" for i in range(most)])
+            for image, hypothesis, refs in zip(images, hypotheses, references, strict=True):
+                score = sentence_bleu4(refs, hypothesis)
+                writer.writerow(
+                    [image, " ".join(hypothesis), f"{score:.4f}"] + [" ".join(r) for r in refs]
+                )
+    except OSError as err:
+        raise EvaluationError(
+            f"cannot write the per-image file {path}: {err.strerror or err}"
+        ) from None
+
+
+def ensure_evaluation_dir(folder: Path) -> Path:
+    """Create the folder of the per-image files, or an EvaluationError saying where.
+
+    It is checked before any image is captioned, so a folder that cannot be made costs
+    no decoding time.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise EvaluationError(
+            f"cannot create the evaluation folder {folder}: {err.strerror or err}; by default "
+            f"it lies beside training.run_dir, so set training.run_dir in a config file to a "
+            f"writable place"
+        ) from None
+    return folder
 
 
 class NextWordScorer:
@@ -269,15 +298,20 @@ def manifest_bleu(result: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def captions_file_name(checkpoint_path: Path, split: str, beam_size: int) -> str:
-    """File name of a checkpoint's per-image CSV, e.g. "squeezenet-checkpoint-test-beam3.csv".
+def captions_file_name(
+    checkpoint_path: Path, split: str, beam_size: int, limit: int | None = None
+) -> str:
+    """File name of a checkpoint's per-image CSV, e.g. "squeezenet-checkpoint-test-beam3.csv",
+    or "squeezenet-checkpoint-test-beam3-first5.csv" for the first 5 images only.
 
     The name of the checkpoint's parent folder comes first: every trained checkpoint is a
-    folder named "checkpoint" inside its run dir, so its own name alone would collide.
+    folder named "checkpoint" inside its run dir, so its own name alone would collide. A
+    limit is part of the name so that a quick check never replaces the whole split's file.
     """
     path = Path(checkpoint_path)
     stem = "-".join(part for part in (path.parent.name, path.name) if part)
-    return f"{stem}-{split}-beam{beam_size}.csv"
+    first = f"-first{limit}" if limit is not None else ""
+    return f"{stem}-{split}-beam{beam_size}{first}.csv"
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -302,8 +336,9 @@ def evaluate_checkpoint(
 
     Features come from the cache of the checkpoint's encoder and weights (extracted when
     missing). The per-image CSV is written to ``captions_dir`` (default: ``evaluation/``
-    beside the configured run dir) and, unless ``update_manifest`` is False, the metrics
-    are merged into the checkpoint's manifest.
+    beside the configured run dir). The metrics are merged into the checkpoint's manifest
+    only when they describe the whole split: not with a limit, and not when an image of the
+    split is missing on disk or unreadable (a warning then says why).
 
     Args:
         checkpoint_path: checkpoint directory.
@@ -314,16 +349,19 @@ def evaluate_checkpoint(
             then left alone, since such figures are not comparable).
         cache_dir: feature cache folder (default: ``features/`` beside the run dir).
         captions_dir: folder for the per-image CSV.
-        update_manifest: store the metrics in the manifest.
+        update_manifest: store the metrics in the manifest (when they cover the split).
         progress: progress bar while extracting features.
 
     Returns:
         ``{"split", "images", "beam", "bleu1".."bleu4", "loss", "accuracy",
-        "captions_file", "checkpoint"}``; a figure that cannot be measured is None, never NaN
-        (which is not JSON).
+        "images_missing", "manifest_updated", "captions_file", "checkpoint"}``;
+        ``images_missing`` counts the split's images left out (absent or unreadable), and a
+        figure that cannot be measured is None, never NaN (which is not JSON).
 
     Raises:
-        EvaluationError: a limit or beam size below 1, or a split without usable images.
+        EvaluationError: a limit or beam size below 1, a split without usable images, or an
+            evaluation folder that cannot be created or written.
+        FeatureError: the feature cache folder cannot be created or written.
         CheckpointError, DatasetError: the checkpoint or the dataset cannot be read.
     """
     if limit is not None and limit < 1:
@@ -333,7 +371,14 @@ def evaluate_checkpoint(
     checkpoint = load_checkpoint(checkpoint_path)
     manifest = checkpoint.manifest
     data = load_splits(DatasetPaths.from_config(config.data), [split], limit_images=limit)[split]
+
+    # Both folders are made before the encoder runs, so one that cannot be made costs nothing.
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(config)
+    if captions_dir is None:
+        captions_dir = Path(config.training.run_dir).parent / "evaluation"
+    ensure_cache_dir(cache_dir)
+    ensure_evaluation_dir(captions_dir)
+
     store = features_for(
         {image: data.image_path(image) for image in data.images},
         config,
@@ -343,21 +388,18 @@ def evaluate_checkpoint(
         progress=progress,
     )
     images = store.usable(data.images)
-    if len(images) < len(data.images):
-        logger.warning(
-            "images skipped split=%s reason=unreadable count=%d",
-            split,
-            len(data.images) - len(images),
-        )
+    unreadable = len(data.images) - len(images)
+    if unreadable:
+        logger.warning("images skipped split=%s reason=unreadable count=%d", split, unreadable)
     if not images:
         # Scoring nothing would replace the per-image file of an earlier evaluation with an
         # empty one.
         raise EvaluationError(f"split '{split}' has no usable images (see the warnings above)")
     features = store.get(images)  # (N, D)
 
-    if captions_dir is None:
-        captions_dir = Path(config.training.run_dir).parent / "evaluation"
-    captions_file = Path(captions_dir) / captions_file_name(checkpoint.path, split, beam_size)
+    captions_file = Path(captions_dir) / captions_file_name(
+        checkpoint.path, split, beam_size, limit
+    )
     result = bleu_for_split(
         checkpoint.model,
         checkpoint.vocabulary,
@@ -376,7 +418,13 @@ def evaluate_checkpoint(
     }
     result.update(loss=next_word["loss"], accuracy=next_word["accuracy"])
 
-    if update_manifest and limit is None:
+    # With a limit, images beyond it are left out on purpose; only those absent or unreadable
+    # among the images asked for make the figures partial. Without one, every absent image of
+    # the split counts.
+    missing = unreadable if limit is not None else len(data.missing) + unreadable
+    result["images_missing"] = missing
+    stored = update_manifest and limit is None and missing == 0
+    if stored:
         update_manifest_metrics(
             checkpoint.path,
             {
@@ -387,5 +435,16 @@ def evaluate_checkpoint(
                 f"{split}_accuracy": next_word["accuracy"],
             },
         )
-    result.update(captions_file=str(captions_file), checkpoint=str(checkpoint.path))
+    elif update_manifest and limit is not None:
+        logger.info("manifest not updated reason=limit limit=%d", limit)
+    elif update_manifest:
+        logger.warning(
+            "manifest not updated reason=images_missing missing=%d split=%s checkpoint=%s",
+            missing,
+            split,
+            checkpoint.path,
+        )
+    result.update(
+        manifest_updated=stored, captions_file=str(captions_file), checkpoint=str(checkpoint.path)
+    )
     return result

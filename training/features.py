@@ -171,8 +171,7 @@ def extract_features(
     Returns:
         A store holding at least every image of ``images`` (unreadable ones as ``failed``).
     """
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = ensure_cache_dir(cache_dir)
     names = list(images)
     cached = find_cached(cache_dir, encoder.name, encoder.weights_id, names)
     if cached is not None:
@@ -214,12 +213,15 @@ def extract_features(
         done, failed = int(state["done"]), list(state["failed"])
         logger.info("features resumed encoder=%s done=%d of=%d", encoder.name, done, len(names))
     else:
-        _write_json(index_path, index)
-        features = np.lib.format.open_memmap(
-            array_path, mode="w+", dtype=np.float32, shape=(len(names), index["feature_dim"])
-        )  # (N, D), zeros
+        try:
+            _write_json(index_path, index)
+            features = np.lib.format.open_memmap(
+                array_path, mode="w+", dtype=np.float32, shape=(len(names), index["feature_dim"])
+            )  # (N, D), zeros
+            _write_json(progress_path, {"done": 0, "failed": []})
+        except OSError as err:
+            raise _cache_dir_error(cache_dir, "write in", err) from None
         done, failed = 0, []
-        _write_json(progress_path, {"done": 0, "failed": []})
 
     started = time.perf_counter()
     size = tuple(encoder.input_size)
@@ -287,6 +289,24 @@ def encoder_weights_for(name: str, config: Config) -> str:
     """The weights setting to build encoder ``name`` with: the config's for its own encoder,
     the published ImageNet weights for any other (as the captioner does)."""
     return config.encoder.weights if name == config.encoder.name else "imagenet"
+
+
+def _cache_dir_error(cache_dir: Path, doing: str, err: OSError) -> FeatureError:
+    return FeatureError(
+        f"cannot {doing} the feature cache folder {cache_dir}: {err.strerror or err}; by default "
+        f"it lies beside training.run_dir, so set training.run_dir in a config file to a "
+        f"writable place"
+    )
+
+
+def ensure_cache_dir(cache_dir: str | Path) -> Path:
+    """Create the feature cache folder, or a FeatureError naming it."""
+    cache_dir = Path(cache_dir)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _cache_dir_error(cache_dir, "create", err) from None
+    return cache_dir
 
 
 def default_cache_dir(config: Config) -> Path:

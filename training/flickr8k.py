@@ -29,6 +29,21 @@ class DatasetError(CaptionbotError):
     """A dataset that cannot be used (missing split or token file); str() is fit to print."""
 
 
+def _read_utf8(path: Path, what: str, where: str = "") -> str:
+    """The text of a dataset file, or a DatasetError naming it as ``what`` and ``where``."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetError(f"{what} not found{where}: {path}") from None
+    except UnicodeDecodeError as err:
+        raise DatasetError(
+            f"{what}{where} {path} is not UTF-8 text (byte {err.start} cannot be decoded); "
+            f"save it as UTF-8"
+        ) from None
+    except OSError as err:
+        raise DatasetError(f"cannot read {what}{where} {path}: {err.strerror or err}") from None
+
+
 @dataclass(frozen=True)
 class DatasetPaths:
     """Where the dataset's files are."""
@@ -84,14 +99,9 @@ def read_captions(token_file: Path) -> dict[str, list[str]]:
     counted in one warning.
 
     Raises:
-        DatasetError: the token file is missing or unreadable.
+        DatasetError: the token file is missing, unreadable or not UTF-8.
     """
-    try:
-        text = Path(token_file).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"caption token file not found: {token_file}") from None
-    except OSError as err:
-        raise DatasetError(f"cannot read caption token file {token_file}: {err}") from None
+    text = _read_utf8(token_file, "caption token file")
 
     captions: dict[str, list[str]] = {}
     malformed: list[str] = []
@@ -117,16 +127,15 @@ def read_split_file(path: Path, split: str = "") -> list[str]:
     """Read a split file: one image name a line, order kept, duplicates dropped.
 
     Raises:
-        DatasetError: the file does not exist or cannot be read.
+        DatasetError: the file does not exist, cannot be read, is not UTF-8 or lists no
+            image.
     """
     where = f" (split '{split}')" if split else ""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"split file not found{where}: {path}") from None
-    except OSError as err:
-        raise DatasetError(f"cannot read split file{where} {path}: {err}") from None
+    text = _read_utf8(path, "split file", where)
     names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        # Said here: the usual "no usable images" would point at warnings never printed.
+        raise DatasetError(f"split file{where} {path} lists no images; put one image name a line")
     return list(dict.fromkeys(names))
 
 

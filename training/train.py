@@ -5,11 +5,13 @@ accuracy over real tokens only, batches padded to their own longest caption. Aft
 epoch the model, optimizer and history are saved atomically in the run dir, so ``resume``
 continues from the last completed epoch with the result an uninterrupted run would have had;
 the best epoch by dev loss is kept as a checkpoint, which is evaluated on test at the end.
+A run holds an exclusive lock on its run dir throughout, so a second run there is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -27,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from captioner.atomic import atomic_path
 from captioner.checkpoint import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -56,7 +59,12 @@ from training.evaluate import (
     evaluate_checkpoint,
     manifest_bleu,
 )
-from training.features import FeatureStore, default_cache_dir, features_for
+from training.features import (
+    FeatureStore,
+    default_cache_dir,
+    ensure_cache_dir,
+    features_for,
+)
 from training.flickr8k import DatasetPaths, SplitData, load_splits
 from training.history import write_history
 from training.masked import masked_sums
@@ -64,6 +72,8 @@ from training.masked import masked_sums
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.npz"
+# Held with flock for the whole run; the file itself is removed when the run ends.
+LOCK_FILE = ".lock"
 CHECKPOINT_DIR = "checkpoint"
 EVAL_BATCH = 256
 
@@ -90,6 +100,7 @@ class TrainResult:
         stopped_early: early stopping ended the run before its last epoch.
         history: one record per epoch.
         test_bleu: "greedy" / "beam3" / ... -> ``{"split", "images", "beam", "bleu1".."bleu4"}``.
+        epochs_trained: epochs trained by this call (0 when a resumed run had none left).
     """
 
     checkpoint: Path
@@ -99,6 +110,7 @@ class TrainResult:
     stopped_early: bool
     history: list[dict[str, Any]]
     test_bleu: dict[str, dict[str, Any]] = field(default_factory=dict)
+    epochs_trained: int = 0
 
 
 @dataclass
@@ -214,8 +226,10 @@ def train(
         TrainingError: epochs, limit_images or the encoder name cannot make a run; the run
             dir is a file or cannot be created; it holds another run (without ``resume``),
             or one whose state is unreadable, whose settings differ or whose checkpoint is
-            lost (with ``resume``). A run dir created here is removed again while empty.
+            lost (with ``resume``); another run holds the run dir's lock. A run dir created
+            here is removed again while empty.
         DatasetError: the dataset's files cannot be read.
+        FeatureError: the feature cache folder cannot be created or written.
     """
     started = time.perf_counter()
     settings = config.training
@@ -226,19 +240,22 @@ def train(
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(config)
     _check_run_dir(run_dir)
     state_path = run_dir / STATE_FILE
-    if state_path.exists() and not resume:
-        raise TrainingError(
-            f"{run_dir} already holds a training run; pass --resume to continue it, or choose "
-            f"another --run-dir"
-        )
-    saved = None
-    if resume and state_path.exists():
-        # Read before the data: a damaged state is reported before minutes of extraction.
-        saved = _read_state(state_path)
-    elif resume:
-        logger.info("nothing to resume run_dir=%s; starting a new run", run_dir)
 
-    with _run_dir_removed_if_unused(run_dir):
+    # The lock comes before the state is looked at: another run may be about to write it.
+    with _run_dir_removed_if_unused(run_dir), _run_dir_locked(run_dir):
+        if state_path.exists() and not resume:
+            raise TrainingError(
+                f"{run_dir} already holds a training run; pass --resume to continue it, or "
+                f"choose another --run-dir"
+            )
+        saved = None
+        if resume and state_path.exists():
+            # Read before the data: a damaged state is reported before minutes of extraction.
+            saved = _read_state(state_path)
+        elif resume:
+            logger.info("nothing to resume run_dir=%s; starting a new run", run_dir)
+
+        ensure_cache_dir(cache_dir)
         data = prepare_data(config, encoder_name, cache_dir, limit_images, progress)
         fingerprint = _fingerprint(data, config, encoder_name)
         strategy = make_strategy(settings.strategy)
@@ -262,9 +279,11 @@ def train(
             if _restore_checkpoint(checkpoint_path, state, model, data, config, encoder_name,
                                    limit_images):  # fmt: skip
                 _save_state(state_path, model, optimizer, fingerprint, state)
+            _report_nothing_left(run_dir, state, epochs, settings.patience)
 
         fitter = Fitter(model, optimizer, strategy, data.store.feature_dim)
         scorer = NextWordScorer(model)
+        first_epoch = state["epoch"]
         while not state["stopped_early"] and state["epoch"] < epochs:
             epoch = state["epoch"] + 1
             record = _run_epoch(
@@ -296,23 +315,24 @@ def train(
             if on_epoch_end is not None:
                 on_epoch_end(record)
 
-    if state["best_epoch"] == 0:
-        raise TrainingError("no epoch was trained (epochs must be at least 1)")
-    if state["stopped_early"]:
-        logger.info(
-            "early stop epoch=%d best_epoch=%d patience=%d",
-            state["epoch"],
-            state["best_epoch"],
-            settings.patience,
-        )
+        if state["best_epoch"] == 0:
+            raise TrainingError("no epoch was trained (epochs must be at least 1)")
+        if state["stopped_early"] and state["epoch"] > first_epoch:
+            logger.info(
+                "early stop epoch=%d best_epoch=%d patience=%d",
+                state["epoch"],
+                state["best_epoch"],
+                settings.patience,
+            )
 
-    # Evaluate once per best checkpoint: a resumed, already evaluated run is not scored again.
-    if evaluate_test and state["test_bleu_epoch"] != state["best_epoch"]:
-        state["test_bleu"] = _evaluate_test(
-            checkpoint_path, config, settings.eval_beam_sizes, cache_dir, limit_images, run_dir
-        )
-        state["test_bleu_epoch"] = state["best_epoch"]
-        _save_state(state_path, model, optimizer, fingerprint, state)
+        # Evaluate once per best checkpoint: a resumed, already evaluated run is not scored
+        # again.
+        if evaluate_test and state["test_bleu_epoch"] != state["best_epoch"]:
+            state["test_bleu"] = _evaluate_test(
+                checkpoint_path, config, settings.eval_beam_sizes, cache_dir, limit_images, run_dir
+            )
+            state["test_bleu_epoch"] = state["best_epoch"]
+            _save_state(state_path, model, optimizer, fingerprint, state)
 
     logger.info(
         "training done checkpoint=%s best_epoch=%d epochs=%d seconds=%.1f",
@@ -329,7 +349,32 @@ def train(
         stopped_early=state["stopped_early"],
         history=state["history"],
         test_bleu=state["test_bleu"],
+        epochs_trained=state["epoch"] - first_epoch,
     )
+
+
+def _report_nothing_left(run_dir: Path, state: dict[str, Any], epochs: int, patience: int) -> None:
+    """Say so when a resumed run has no epoch left to train, and why."""
+    if state["stopped_early"]:
+        logger.warning(
+            "nothing left to train run_dir=%s reason=stopped_early epoch=%d best_epoch=%d "
+            "patience=%d: the run stopped early at epoch %d, and an early stop is final",
+            run_dir,
+            state["epoch"],
+            state["best_epoch"],
+            patience,
+            state["epoch"],
+        )
+    elif state["epoch"] >= epochs:
+        logger.warning(
+            "nothing left to train run_dir=%s reason=epochs_done epoch=%d epochs=%d: the run "
+            "is already at epoch %d of %d; pass a larger --epochs to train on",
+            run_dir,
+            state["epoch"],
+            epochs,
+            state["epoch"],
+            epochs,
+        )
 
 
 def _check_arguments(
@@ -385,6 +430,40 @@ def _run_dir_removed_if_unused(run_dir: Path) -> Iterator[None]:
             except OSError:  # not empty: something was written there, which must stay
                 break
         raise
+
+
+@contextmanager
+def _run_dir_locked(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` for the block, or refuse at once.
+
+    The lock is ``flock`` on ``LOCK_FILE``, released by the kernel whatever ends the process;
+    the file is removed while still locked, so the run dir is left as the run left it.
+    """
+    lock_path = run_dir / LOCK_FILE
+    try:
+        handle = open(lock_path, "ab")
+    except OSError as err:
+        raise TrainingError(
+            f"cannot write in the run dir {run_dir}: {err.strerror or err}; choose another "
+            f"--run-dir"
+        ) from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # A run that was just ending may have removed the file between open and flock: the
+        # lock is then on a file nobody else will look at, so it guards nothing.
+        if os.fstat(handle.fileno()).st_ino != os.stat(lock_path).st_ino:
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
+        handle.close()
+        raise TrainingError(
+            f"another `captionbot train` is using {run_dir}; wait for it or choose another "
+            f"--run-dir"
+        ) from None
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        handle.close()
 
 
 def _run_epoch(
@@ -599,14 +678,22 @@ def _evaluate_test(
         )
         name = "greedy" if beam_size <= 1 else f"beam{beam_size}"
         results[name] = {k: result[k] for k in ("split", "images", "beam", *BLEU_WEIGHTS)}
-        update_manifest_metrics(
-            checkpoint_path,
-            {
-                bleu_metrics_key("test", beam_size): manifest_bleu(results[name]),
-                "test_loss": result["loss"],
-                "test_accuracy": result["accuracy"],
-            },
-        )
+        # Figures of part of the test split would pass for the whole split's in the manifest.
+        if result["images_missing"]:
+            logger.warning(
+                "manifest not updated reason=images_missing missing=%d checkpoint=%s",
+                result["images_missing"],
+                checkpoint_path,
+            )
+        else:
+            update_manifest_metrics(
+                checkpoint_path,
+                {
+                    bleu_metrics_key("test", beam_size): manifest_bleu(results[name]),
+                    "test_loss": result["loss"],
+                    "test_accuracy": result["accuracy"],
+                },
+            )
         logger.info(
             "test bleu checkpoint=%s beam=%d %s",
             checkpoint_path,
@@ -630,12 +717,9 @@ def _save_state(
     )
     meta = {"fingerprint": fingerprint, **progress_state}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
+    # A uniquely named temporary file: a crash leaves no file that a later write trips on.
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _read_state(path: Path) -> dict[str, Any]:
