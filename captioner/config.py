@@ -251,6 +251,8 @@ def _build(cls: type, data: Any, prefix: str = "") -> Any:
     return cls(**values)
 
 
+_HTTP_ADDRESS = (lambda v: v.startswith(("http://", "https://")), "an http(s) address")
+
 # Values that a type alone does not constrain: dotted key -> (check, what it must be).
 _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "training.strategy": (lambda v: v in ("default", "mirrored"), "'default' or 'mirrored'"),
@@ -266,8 +268,8 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     ),
     "training.seed": (lambda v: 0 <= v < 2**32, "from 0 to 4294967295 (2**32 - 1)"),
     "bot.token_env": (lambda v: bool(v.strip()), "the name of an environment variable"),
-    "bot.base_url": (lambda v: v.startswith(("http://", "https://")), "an http(s) address"),
-    "bot.base_file_url": (lambda v: v.startswith(("http://", "https://")), "an http(s) address"),
+    "bot.base_url": _HTTP_ADDRESS,
+    "bot.base_file_url": _HTTP_ADDRESS,
 }
 _POSITIVE = (
     "images.max_pixels",

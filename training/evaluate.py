@@ -35,7 +35,12 @@ from captioner.errors import CaptionbotError
 from captioner.vocabulary import SPECIAL_TOKENS, Vocabulary
 from training.batches import CaptionSet, batch_order, encode_captions, iterate_batches
 from training.cleaning import clean_caption
-from training.features import default_cache_dir, ensure_cache_dir, features_for
+from training.features import (
+    default_cache_dir,
+    ensure_cache_dir,
+    ensure_folder,
+    features_for,
+)
 from training.flickr8k import DatasetPaths, SplitData, load_splits
 from training.masked import masked_sums
 
@@ -229,16 +234,7 @@ def ensure_evaluation_dir(folder: Path) -> Path:
     It is checked before any image is captioned, so a folder that cannot be made costs
     no decoding time.
     """
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise EvaluationError(
-            f"cannot create the evaluation folder {folder}: {err.strerror or err}; by default "
-            f"it lies beside training.run_dir, so set training.run_dir in a config file to a "
-            f"writable place"
-        ) from None
-    return folder
+    return ensure_folder(folder, "evaluation folder", EvaluationError)
 
 
 class NextWordScorer:

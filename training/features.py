@@ -32,6 +32,9 @@ CACHE_FORMAT = 1
 DEFAULT_CHUNK = 256
 
 
+CACHE_FOLDER = "feature cache folder"  # as messages name it
+
+
 class FeatureError(CaptionbotError):
     """Features that cannot be had, e.g. a checkpoint's encoder weights are not here."""
 
@@ -220,7 +223,7 @@ def extract_features(
             )  # (N, D), zeros
             _write_json(progress_path, {"done": 0, "failed": []})
         except OSError as err:
-            raise _cache_dir_error(cache_dir, "write in", err) from None
+            raise folder_error(FeatureError, CACHE_FOLDER, cache_dir, "write in", err) from None
         done, failed = 0, []
 
     started = time.perf_counter()
@@ -291,22 +294,30 @@ def encoder_weights_for(name: str, config: Config) -> str:
     return config.encoder.weights if name == config.encoder.name else "imagenet"
 
 
-def _cache_dir_error(cache_dir: Path, doing: str, err: OSError) -> FeatureError:
-    return FeatureError(
-        f"cannot {doing} the feature cache folder {cache_dir}: {err.strerror or err}; by default "
-        f"it lies beside training.run_dir, so set training.run_dir in a config file to a "
-        f"writable place"
+def folder_error(
+    error: type[CaptionbotError], what: str, folder: Path, doing: str, err: OSError
+) -> CaptionbotError:
+    """``error`` saying that the run's ``what`` at ``folder`` cannot be created or written."""
+    return error(
+        f"cannot {doing} the {what} {folder}: {err.strerror or err}; by default it lies "
+        f"beside training.run_dir, so set training.run_dir in a config file to a writable "
+        f"place"
     )
+
+
+def ensure_folder(folder: str | Path, what: str, error: type[CaptionbotError]) -> Path:
+    """Create a folder that a run writes in (feature cache, evaluation files), or ``error``."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise folder_error(error, what, folder, "create", err) from None
+    return folder
 
 
 def ensure_cache_dir(cache_dir: str | Path) -> Path:
     """Create the feature cache folder, or a FeatureError naming it."""
-    cache_dir = Path(cache_dir)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise _cache_dir_error(cache_dir, "create", err) from None
-    return cache_dir
+    return ensure_folder(cache_dir, CACHE_FOLDER, FeatureError)
 
 
 def default_cache_dir(config: Config) -> Path:

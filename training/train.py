@@ -392,11 +392,20 @@ def _check_arguments(
         raise TrainingError(f"bleu_every must be 0 (never) or more, not {bleu_every}")
 
 
-def _check_run_dir(run_dir: Path) -> None:
-    """Refuse a run dir that is a file, or that lies below one."""
+def _missing_folders(run_dir: Path) -> list[Path]:
+    """``run_dir`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
     folder = run_dir
     while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
         folder = folder.parent
+    return missing
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """Refuse a run dir that is a file, or that lies below one."""
+    missing = _missing_folders(run_dir)
+    folder = missing[-1].parent if missing else run_dir  # the nearest one that exists
     if folder.is_dir():
         return
     if folder == run_dir:
@@ -412,11 +421,7 @@ def _run_dir_removed_if_unused(run_dir: Path) -> Iterator[None]:
 
     A run refused or interrupted before its first write then leaves nothing behind.
     """
-    created = []
-    folder = run_dir
-    while not folder.exists() and folder != folder.parent:
-        created.append(folder)  # deepest first
-        folder = folder.parent
+    created = _missing_folders(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
